@@ -1,0 +1,28 @@
+"""Entry point of mtlkit-face: light on purpose, it only names where the classes live."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mtlkit.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from mtlkit.registry import Registry
+
+
+@hookimpl
+def register_tasks(registry: Registry) -> None:
+    registry.add("face_identity", "mtlkit_face.tasks.identity:FaceIdentityTask",
+                 summary="identity classification + L2 embedding for verification")
+    registry.add("expression", "mtlkit_face.tasks.expression:ExpressionTask",
+                 summary="facial-expression classification")
+
+
+@hookimpl
+def register_datasets(registry: Registry) -> None:
+    registry.add("ck48", "mtlkit_face.data.ck48:CK48Data",
+                 summary="CK+48 folder layout <expression>/S<subj>_<seq>_<frame>.png")
+    registry.add("manifest", "mtlkit_face.data.manifest:ManifestData",
+                 summary="CSV manifest path,subject,expression[,sequence]")
+    registry.add("synthetic_faces", "mtlkit_face.data.synthetic:SyntheticFacesData",
+                 summary="deterministic drawn faces (identity x expression)")
