@@ -84,7 +84,9 @@ class Weighter(nn.Module, ABC):
     """
 
     Options: ClassVar[type[Options]] = Options
-    needs: ClassVar[Needs] = Needs()
+    needs: Needs = Needs()
+    """Class default; a weighter whose needs depend on its options sets ``self.needs`` in
+    ``__init__`` (e.g. MGDA's representation-gradient "UB" variant)."""
 
     weights: Tensor
 
