@@ -1,0 +1,278 @@
+"""Run configuration: pydantic models (stage 1) plus per-plugin options validation (stage 2)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mtlkit.errors import ConfigError, RegistryError
+from mtlkit.options import Options
+
+if TYPE_CHECKING:
+    from mtlkit.plugins import PluginHost
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(BaseModel):
+    """A plugin reference: ``name`` picks the class, every other field is that plugin's option."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TaskSpec(Component):
+    """A task: ``id`` names it in logs (default: the plugin name); ``target`` is the data key."""
+
+    id: str | None = None
+    target: str | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.id or self.name
+
+    @property
+    def target_key(self) -> str:
+        return self.target or self.id or self.name
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class SchedulerConfig(_Strict):
+    name: Literal["none", "cosine", "step"] = "none"
+    step_size: int = Field(10, gt=0, description="epochs between decays (step)")
+    gamma: float = Field(0.1, gt=0, le=1)
+    min_lr: float = Field(0.0, ge=0, description="final learning rate (cosine)")
+
+
+class TrainerConfig(_Strict):
+    epochs: int = Field(1, ge=0)
+    batch_size: int = Field(32, gt=0)
+    eval_batch_size: int = Field(256, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="stop after this many steps")
+    grad_clip: float | None = Field(None, gt=0, description="max global grad norm")
+    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: end only")
+    log_format: Literal["jsonl", "csv"] = "jsonl"
+    log_every: int = Field(1, gt=0, description="steps between log flushes (rows are per step)")
+    progress: Literal["auto", "on", "off"] = "auto"
+    device: str = "cpu"
+    deterministic: bool = True
+    num_threads: int | None = Field(None, gt=0)
+    eval_every: int = Field(1, ge=0, description="epochs between validation passes; 0: never")
+    select: Literal["last", "best"] = "last"
+    select_metric: str | None = Field(None, description="'task/metric' on the val split")
+    on_nonfinite: Literal["error", "skip"] = "error"
+    plot: bool = True
+
+
+class RunConfig(_Strict):
+    """Everything a run needs; ``mtlkit config schema`` prints its JSON schema."""
+
+    output_dir: str = "runs/default"
+    seed: int = 0
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    backbone: Component
+    tasks: list[TaskSpec] = Field(min_length=1)
+    weighter: Component = Field(default_factory=lambda: Component(name="equal"))
+    data: Component
+
+    @model_validator(mode="after")
+    def _unique_tasks(self) -> RunConfig:
+        ids = [t.task_id for t in self.tasks]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"task ids must be unique; repeated: {dupes} (set 'id' to tell apart)")
+        if self.trainer.select == "best" and not self.trainer.select_metric:
+            raise ValueError("trainer.select=best needs trainer.select_metric ('task/metric')")
+        return self
+
+    def task_ids(self) -> list[str]:
+        return [t.task_id for t in self.tasks]
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse YAML or TOML with safe loaders only."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot parse: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides; values are YAML scalars, list items use an index."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form dotted.path=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from None
+        parts = key.strip().split(".")
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            node = _child(node, part, parts[: depth + 1], create=True)
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_index(node, last, parts)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"override {item!r}: {'.'.join(parts[:-1])} is not a mapping")
+    return data
+
+
+def _index(node: list[Any], part: str, path: list[str]) -> int:
+    try:
+        i = int(part)
+        node[i]  # noqa: B018 - bounds check
+    except (ValueError, IndexError):
+        raise ConfigError(
+            f"override path {'.'.join(path)}: {part!r} is not an index of a list of {len(node)}"
+        ) from None
+    return i
+
+
+def _child(node: Any, part: str, path: list[str], create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, path)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override path {'.'.join(path)}: parent is not a mapping")
+    if part not in node or node[part] is None:
+        if not create:
+            raise ConfigError(f"override path {'.'.join(path)} does not exist")
+        node[part] = {}
+    return node[part]
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "", where: str = "") -> str:
+    """One line per problem: ``path: message``, with the plugin named where relevant."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        path = ".".join(p for p in (prefix, loc) if p)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"  {path or '<root>'}: {msg}{where}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    data: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Read a file (or a mapping), apply overrides, validate stage 1."""
+    raw = dict(data) if data is not None else {}
+    if path is not None:
+        raw = read_config_file(path)
+    raw = apply_overrides(json.loads(json.dumps(raw)), overrides)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+# --- stage 2: plugin options ---------------------------------------------------------------
+
+
+@dataclass
+class Resolved:
+    """A plugin class with its validated options."""
+
+    cls: Any
+    options: Options
+    entry_dist: str
+
+
+@dataclass
+class ResolvedRun:
+    backbone: Resolved
+    tasks: dict[str, Resolved]
+    weighter: Resolved
+    data: Resolved
+
+
+def _resolve(host: PluginHost, kind: str, comp: Component, prefix: str) -> Resolved:
+    registry = host.registry(kind)
+    try:
+        cls = registry.resolve(comp.name)
+        dist = registry.entry(comp.name).dist
+    except RegistryError as exc:
+        raise ConfigError(f"{prefix}.name: {exc}") from None
+    options_model: type[Options] = getattr(cls, "Options", Options)
+    try:
+        options = options_model.model_validate(comp.options())
+    except ValidationError as exc:
+        where = f" ({registry.kind} {comp.name!r} from {dist})"
+        raise ConfigError(format_validation_error(exc, prefix, where)) from None
+    return Resolved(cls, options, dist)
+
+
+def resolve_run(config: RunConfig, host: PluginHost) -> ResolvedRun:
+    """Stage 2: look up every plugin name and validate its options with its own model."""
+    errors: list[str] = []
+    out: dict[str, Any] = {}
+    tasks: dict[str, Resolved] = {}
+    parts: list[tuple[str, str, Component]] = [
+        ("backbone", "backbones", config.backbone),
+        ("weighter", "weighters", config.weighter),
+        ("data", "datasets", config.data),
+    ]
+    parts += [(f"tasks.{i}", "tasks", t) for i, t in enumerate(config.tasks)]
+    for prefix, kind, comp in parts:
+        try:
+            resolved = _resolve(host, kind, comp, prefix)
+        except ConfigError as exc:
+            errors.append(str(exc))
+            continue
+        if prefix.startswith("tasks."):
+            tasks[comp.task_id if isinstance(comp, TaskSpec) else comp.name] = resolved
+        else:
+            out[prefix] = resolved
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return ResolvedRun(out["backbone"], tasks, out["weighter"], out["data"])
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """A JSON-safe dict of the config (plugin options included)."""
+    return json.loads(config.model_dump_json())

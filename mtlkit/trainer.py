@@ -1,0 +1,423 @@
+"""The training loop: builds a run from its config, trains, checkpoints, resumes, evaluates."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtlkit import __version__
+from mtlkit.checkpoint import load_checkpoint, save_checkpoint
+from mtlkit.config import RunConfig, config_to_dict, resolve_run
+from mtlkit.data import Batch, DataSplits, TensorDataset, batch_generator, epoch_order
+from mtlkit.errors import CheckpointError, ConfigError, MtlkitError, NonFiniteLossError
+from mtlkit.gradients import GradientEngine, StepResult
+from mtlkit.model import MultiTaskModel
+from mtlkit.plugins import PluginHost, get_plugin_manager
+from mtlkit.runlog import RunLog, plot_history
+from mtlkit.task import Task
+from mtlkit.weighter import Weighter, WeighterSetup
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+@dataclass
+class TrainState:
+    """Where training stands; a checkpoint stores exactly this plus the module states."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    skipped_nonfinite: int = 0
+    best_score: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed every RNG the loop touches; deterministic mode makes CPU runs bit-reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if torch.backends.cudnn.is_available():
+            torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def move_batch(batch: Batch, device: torch.device) -> Batch:
+    if device.type == "cpu":
+        return batch
+    return Batch(
+        input=batch["input"].to(device, non_blocking=True),
+        targets={k: v.to(device, non_blocking=True) for k, v in batch["targets"].items()},
+        meta={k: v.to(device, non_blocking=True) for k, v in batch["meta"].items()},
+    )
+
+
+class Trainer:
+    """Owns model, tasks, weighter, optimizer and scheduler for one run directory."""
+
+    def __init__(self, config: RunConfig, host: PluginHost | None = None) -> None:
+        self.config = config
+        self.host = host or get_plugin_manager()
+        tc = config.trainer
+        if tc.num_threads:
+            torch.set_num_threads(tc.num_threads)
+        seed_everything(config.seed, tc.deterministic)
+        self.device = torch.device(tc.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("trainer.device: CUDA was requested but is not available")
+        self.run_dir = Path(config.output_dir)
+        self._check_output_dir()
+        resolved = resolve_run(config, self.host)
+        self.backbone = self._build(resolved.backbone, "backbone", lambda c, o: c(o))
+        self.task_ids = config.task_ids()
+        self.target_keys = [t.target_key for t in config.tasks]
+        self.tasks: list[Task] = [
+            self._build(resolved.tasks[tid], f"tasks.{i}", lambda c, o, tid=tid: c(tid, o))
+            for i, tid in enumerate(self.task_ids)
+        ]
+        data_module = self._build(resolved.data, "data", lambda c, o: c(o))
+        self.data: DataSplits = data_module.setup(self.target_keys, self.backbone.data_config())
+        heads: dict[str, nn.Module] = {}
+        for task, key in zip(self.tasks, self.target_keys):
+            if key not in self.data.train.targets:
+                raise ConfigError(
+                    f"tasks: dataset {config.data.name!r} provides no target {key!r};"
+                    f" it has {sorted(self.data.train.targets)} (set the task's 'target')"
+                )
+            heads[task.name] = task.build_head(self.backbone.feature_dim, self.data.info.get(key, {}))
+        self.model = MultiTaskModel(self.backbone, heads).to(self.device)
+        self.weighter: Weighter = self._build(
+            resolved.weighter, "weighter", lambda c, o: c(self.task_ids, o)
+        )
+        self.weighter.setup(
+            WeighterSetup(
+                feature_dim=self.backbone.feature_dim,
+                shared_numel=sum(p.numel() for p in self.model.shared_parameters()),
+                device=self.device,
+            )
+        )
+        self.weighter.to(self.device)
+        self.engine = GradientEngine(self.model, self.tasks, self.weighter, self.target_keys)
+        self.optimizer = self._optimizer()
+        self.steps_per_epoch = self._num_batches(len(self.data.train))
+        self.scheduler = self._scheduler()
+        self.state = TrainState()
+        self.log = RunLog(self.run_dir, self.task_ids, tc.log_format, tc.log_every)
+
+    # --- construction ------------------------------------------------------------------------
+    def _build(self, resolved: Any, where: str, make: Any) -> Any:
+        try:
+            return make(resolved.cls, resolved.options)
+        except MtlkitError:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"{where}: {resolved.cls.__name__} ({resolved.entry_dist}): {exc}") from exc
+
+    def _check_output_dir(self) -> None:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"output_dir: cannot write to {self.run_dir}: {exc.strerror or exc}") from None
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        oc = self.config.optimizer
+        groups: list[dict[str, Any]] = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        groups += self.weighter.param_groups()
+        if oc.name == "sgd":
+            return torch.optim.SGD(groups, lr=oc.lr, momentum=oc.momentum,
+                                   weight_decay=oc.weight_decay, nesterov=oc.nesterov)
+        return torch.optim.AdamW(groups, lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
+
+    def _num_batches(self, n: int) -> int:
+        bs = self.config.trainer.batch_size
+        full, rest = divmod(n, bs)
+        # a trailing batch of one sample would break batch-norm statistics: drop it
+        return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
+
+    def total_steps(self) -> int:
+        total = self.steps_per_epoch * self.config.trainer.epochs
+        if self.config.trainer.max_steps is not None:
+            total = min(total, self.config.trainer.max_steps)
+        return total
+
+    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        sc = self.config.scheduler
+        if sc.name == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=max(1, self.total_steps()), eta_min=sc.min_lr
+            )
+        if sc.name == "step":
+            return torch.optim.lr_scheduler.StepLR(
+                self.optimizer, step_size=sc.step_size * max(1, self.steps_per_epoch), gamma=sc.gamma
+            )
+        return None
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        s = self.state
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.model.state_dict(),
+            "weighter": self.weighter.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else {},
+            "rng": rng,
+            "train_state": {
+                "step": s.step, "epoch": s.epoch, "batch": s.batch,
+                "skipped_nonfinite": s.skipped_nonfinite,
+                "best_score": s.best_score if s.best_score is not None else float("nan"),
+                "history": json.dumps(s.history),
+            },
+            "config": json.dumps(config_to_dict(self.config)),
+            "task_ids": list(self.task_ids),
+            "mtlkit_version": __version__,
+        }
+
+    def save(self, name: str = LAST) -> Path:
+        self.log.flush()
+        return save_checkpoint(self.state_dict(), self.run_dir / name)
+
+    def load_state_dict(self, ckpt: dict[str, Any], *, model_only: bool = False) -> None:
+        if list(ckpt.get("task_ids", [])) != self.task_ids:
+            raise CheckpointError(
+                f"checkpoint tasks {ckpt.get('task_ids')} do not match the config's {self.task_ids}"
+            )
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.weighter.load_state_dict(ckpt["weighter"])
+            if model_only:
+                return
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.scheduler is not None and ckpt["scheduler"]:
+                self.scheduler.load_state_dict(ckpt["scheduler"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint does not fit this model: {exc}") from None
+        ts = ckpt["train_state"]
+        best = float(ts["best_score"])
+        self.state = TrainState(
+            step=int(ts["step"]), epoch=int(ts["epoch"]), batch=int(ts["batch"]),
+            skipped_nonfinite=int(ts["skipped_nonfinite"]),
+            best_score=None if math.isnan(best) else best,
+            history=json.loads(ts["history"]),
+        )
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Continue from ``path`` (default: the run's last checkpoint); False if there is none."""
+        p = Path(path) if path is not None else self.run_dir / LAST
+        if path is None and not p.exists():
+            return False
+        self.load_state_dict(load_checkpoint(p, map_location=self.device))
+        self.log.truncate_after(self.state.step)
+        return True
+
+    # --- training ----------------------------------------------------------------------------
+    def _progress(self, total: int, initial: int) -> Any:
+        mode = self.config.trainer.progress
+        if mode == "off" or (mode == "auto" and not sys.stderr.isatty()):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True, leave=False)
+
+    def train_step(self, batch: Batch) -> StepResult | None:
+        """One optimisation step; returns None when a non-finite batch was skipped by policy."""
+        s = self.state
+        self.model.train()
+        self.weighter.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            result = self.engine.backward(batch, s.step, s.epoch)
+        except NonFiniteLossError as exc:
+            if self.config.trainer.on_nonfinite == "skip":
+                self.optimizer.zero_grad(set_to_none=True)
+                s.skipped_nonfinite += 1
+                return None
+            self.save(LAST) if s.step > 0 and not (self.run_dir / LAST).exists() else None
+            raise NonFiniteLossError(
+                f"{exc} (epoch {s.epoch}); the last good checkpoint is kept in {self.run_dir}"
+                " (set trainer.on_nonfinite=skip to skip such batches)"
+            ) from None
+        clip = self.config.trainer.grad_clip
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.engine.after_step(result)
+        return result
+
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train for ``trainer.epochs`` (or ``max_steps``), then evaluate and write results."""
+        tc = self.config.trainer
+        t0 = time.perf_counter()
+        if resume:
+            self.resume()
+        else:
+            self.log.truncate_after(0)
+        train = self.data.train
+        total = self.total_steps()
+        bar = self._progress(total, self.state.step)
+        s = self.state
+        try:
+            while s.epoch < tc.epochs and s.step < total:
+                order = epoch_order(len(train), self.config.seed, s.epoch)
+                while s.batch < self.steps_per_epoch and s.step < total:
+                    self._run_batch(train, order)
+                    if bar is not None:
+                        bar.update(1)
+                    if tc.checkpoint_every and s.step % tc.checkpoint_every == 0:
+                        self.save(LAST)
+                if s.batch >= self.steps_per_epoch:
+                    self._end_epoch()
+        finally:
+            if bar is not None:
+                bar.close()
+            self.log.flush()
+        self.save(LAST)
+        train_seconds = time.perf_counter() - t0
+        return self.finish(train_seconds)
+
+    def _run_batch(self, train: TensorDataset, order: torch.Tensor) -> None:
+        s = self.state
+        bs = self.config.trainer.batch_size
+        idx = order[s.batch * bs : (s.batch + 1) * bs]
+        gen = batch_generator(self.config.seed, s.epoch, s.batch)
+        batch = move_batch(train.batch(idx, train=True, generator=gen), self.device)
+        result = self.train_step(batch)
+        if result is not None:
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.log.log_step(s.step, s.epoch, lr, result.losses, result.weights)
+        s.step += 1
+        s.batch += 1
+
+    def _end_epoch(self) -> None:
+        s = self.state
+        tc = self.config.trainer
+        row: dict[str, Any] = {"epoch": s.epoch, "step": s.step}
+        if self.data.val is not None and tc.eval_every and (s.epoch + 1) % tc.eval_every == 0:
+            metrics = self.evaluate("val")
+            row["val"] = metrics
+            self._select(metrics)
+        s.history.append(row)
+        self.log.log_epoch(row)
+        s.epoch += 1
+        s.batch = 0
+
+    def _select(self, metrics: dict[str, Any]) -> None:
+        tc = self.config.trainer
+        if tc.select != "best" or not tc.select_metric:
+            return
+        task, _, name = tc.select_metric.partition("/")
+        value = metrics.get(task, {}).get(name)
+        if value is None:
+            raise ConfigError(
+                f"trainer.select_metric: {tc.select_metric!r} is not among the val metrics"
+                f" {[f'{t}/{m}' for t, ms in metrics.items() if isinstance(ms, dict) for m in ms]}"
+            )
+        spec = {m.name: m for t in self.tasks if t.name == task for m in t.metrics()}.get(name)
+        higher = spec.higher_is_better if spec else True
+        score = value if higher else -value
+        if self.state.best_score is None or score > self.state.best_score:
+            self.state.best_score = score
+            self.save(BEST)
+
+    # --- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, split: str = "test", artifacts_prefix: str | None = None) -> dict[str, Any]:
+        """Per-task metrics and mean losses on a split (eval mode, no gradient)."""
+        data = self.data.named().get(split)
+        if data is None:
+            raise ConfigError(f"the dataset has no {split!r} split; it has {list(self.data.named())}")
+        self.model.eval()
+        meters = {t.name: t.new_meter() for t in self.tasks}
+        loss_sum = torch.zeros(len(self.tasks), dtype=torch.float64)
+        batches = 0
+        bs = self.config.trainer.eval_batch_size
+        for start in range(0, len(data), bs):
+            idx = torch.arange(start, min(start + bs, len(data)))
+            batch = move_batch(data.batch(idx), self.device)
+            _, outputs = self.model(batch["input"])
+            losses = self.engine.losses(outputs, batch)
+            loss_sum += losses.double().cpu()
+            batches += 1
+            for task, key in zip(self.tasks, self.target_keys):
+                meters[task.name].update(outputs[task.name], batch["targets"][key], batch)
+        result: dict[str, Any] = {}
+        for i, task in enumerate(self.tasks):
+            metrics = meters[task.name].compute()
+            metrics["loss"] = float(loss_sum[i] / max(1, batches))
+            result[task.name] = metrics
+            if artifacts_prefix is not None:
+                meters[task.name].save_artifacts(self.run_dir, f"{artifacts_prefix}{task.name}_")
+        return result
+
+    def finish(self, train_seconds: float) -> dict[str, Any]:
+        """Final evaluation (best-on-val weights if selected), results JSON and plot."""
+        tc = self.config.trainer
+        t0 = time.perf_counter()
+        selected = "last"
+        if tc.select == "best" and (self.run_dir / BEST).exists():
+            self.load_state_dict(load_checkpoint(self.run_dir / BEST, self.device), model_only=True)
+            selected = f"best {tc.select_metric} on val"
+        metrics = {
+            split: self.evaluate(split, artifacts_prefix=f"{split}_")
+            for split in self.data.named()
+            if split != "train"
+        }
+        results = {
+            "metrics": metrics,
+            "selected": selected,
+            "steps": self.state.step,
+            "epochs": self.state.epoch,
+            "skipped_nonfinite": self.state.skipped_nonfinite,
+            "history": self.state.history,
+            "data": self.data.summary,
+            "config": config_to_dict(self.config),
+            "versions": versions(),
+            "timing": {
+                "train_seconds": round(train_seconds, 3),
+                "eval_seconds": round(time.perf_counter() - t0, 3),
+            },
+        }
+        out = self.run_dir / "results.json"
+        out.write_text(json.dumps(results, indent=2, default=str))
+        if tc.plot:
+            plot_history(self.log.steps_path, self.run_dir / "training.png", self.task_ids)
+        return results
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced a result, for the results JSON."""
+    from importlib import metadata
+
+    out = {"mtlkit": __version__, "torch": torch.__version__, "python": platform.python_version(),
+           "platform": platform.platform()}
+    for dist in ("timm", "numpy", "pydantic", "pluggy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
