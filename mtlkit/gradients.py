@@ -64,12 +64,14 @@ class GradientEngine:
         self._buffer: Tensor | None = None
 
     # --- pieces ----------------------------------------------------------------------------
-    def losses(self, outputs: dict[str, Any], batch: Batch) -> Tensor:
-        """Stack the task losses ``[T]`` in task order."""
+    def task_losses(self, outputs: dict[str, Any], batch: Batch) -> list[Tensor]:
+        """Each task's scalar loss, in task order (kept apart so each differentiates alone)."""
         targets = batch["targets"]
-        return torch.stack(
-            [task.loss(outputs[task.name], targets[key]) for task, key in zip(self.tasks, self.targets)]
-        )
+        return [task.loss(outputs[task.name], targets[key]) for task, key in zip(self.tasks, self.targets)]
+
+    def losses(self, outputs: dict[str, Any], batch: Batch) -> Tensor:
+        """The task losses stacked into ``[T]``."""
+        return torch.stack(self.task_losses(outputs, batch))
 
     def _guard(self, losses: Tensor, step: int | None) -> None:
         if not self.check_finite:
@@ -158,13 +160,14 @@ class GradientEngine:
 
     def _loss_path(self, batch: Batch, step: int | None, epoch: int | None, last_layer: bool) -> StepResult:
         features, outputs = self.model(batch["input"])
-        losses = self.losses(outputs, batch)
+        per_task = self.task_losses(outputs, batch)
+        losses = torch.stack(per_task)
         self._guard(losses, step)
         grads = None
         if last_layer:
             grads = self._grad_buffer(len(self.tasks), sum(p.numel() for p in self.last), losses)
             for i in range(len(self.tasks)):
-                g = torch.autograd.grad(losses[i], self.last, retain_graph=True, allow_unused=True)
+                g = torch.autograd.grad(per_task[i], self.last, retain_graph=True, allow_unused=True)
                 self._flat_into(grads[i], g, self.last)
         inp = self._input(losses, outputs, batch, features, grads, step, epoch)
         update = self.weighter.combine(inp)
@@ -177,18 +180,19 @@ class GradientEngine:
         features = self.model.backbone(batch["input"])
         z = features.detach().requires_grad_(True)
         outputs = self.model.forward_heads(z)
-        losses = self.losses(outputs, batch)
+        per_task = self.task_losses(outputs, batch)
+        losses = torch.stack(per_task).detach()
         self._guard(losses, step)
         grads = torch.empty((len(self.tasks), *z.shape), dtype=z.dtype, device=z.device)
         head_grads = []
         for i, params in enumerate(self.head_params):
-            g = torch.autograd.grad(losses[i], [z, *params], allow_unused=True)
+            g = torch.autograd.grad(per_task[i], [z, *params], allow_unused=True)
             if g[0] is None:
                 grads[i].zero_()
             else:
                 grads[i].copy_(g[0])
             head_grads.append(g[1:])
-        inp = self._input(losses.detach(), outputs, batch, z.detach(), grads, step, epoch)
+        inp = self._input(losses, outputs, batch, z.detach(), grads, step, epoch)
         update = self.weighter.combine(inp)
         if update.grad is None:
             raise TypeError(f"weighter {type(self.weighter).__name__} returned no grad")
@@ -201,7 +205,8 @@ class GradientEngine:
 
     def _parameters(self, batch: Batch, step: int | None, epoch: int | None) -> StepResult:
         features, outputs = self.model(batch["input"])
-        losses = self.losses(outputs, batch)
+        per_task = self.task_losses(outputs, batch)
+        losses = torch.stack(per_task).detach()
         self._guard(losses, step)
         num_tasks = len(self.tasks)
         grads = self._grad_buffer(num_tasks, self.shared_numel, losses)
@@ -209,11 +214,11 @@ class GradientEngine:
         head_grads = []
         for i, params in enumerate(self.head_params):
             g = torch.autograd.grad(
-                losses[i], [*self.shared, *params], retain_graph=i < num_tasks - 1, allow_unused=True
+                per_task[i], [*self.shared, *params], retain_graph=i < num_tasks - 1, allow_unused=True
             )
             self._flat_into(grads[i], g[:n_shared], self.shared)
             head_grads.append(g[n_shared:])
-        inp = self._input(losses.detach(), outputs, batch, features.detach(), grads, step, epoch)
+        inp = self._input(losses, outputs, batch, features.detach(), grads, step, epoch)
         update = self.weighter.combine(inp)
         if update.grad is None:
             raise TypeError(f"weighter {type(self.weighter).__name__} returned no grad")

@@ -118,6 +118,7 @@ class Trainer:
         self.scheduler = self._scheduler()
         self.state = TrainState()
         self.log = RunLog(self.run_dir, self.task_ids, tc.log_format, tc.log_every)
+        self.is_main = True
 
     # --- construction ------------------------------------------------------------------------
     def _build(self, resolved: Any, where: str, make: Any) -> Any:
@@ -306,9 +307,9 @@ class Trainer:
         idx = order[s.batch * bs : (s.batch + 1) * bs]
         gen = batch_generator(self.config.seed, s.epoch, s.batch)
         batch = move_batch(train.batch(idx, train=True, generator=gen), self.device)
+        lr = self.optimizer.param_groups[0]["lr"]
         result = self.train_step(batch)
         if result is not None:
-            lr = self.optimizer.param_groups[0]["lr"]
             self.log.log_step(s.step, s.epoch, lr, result.losses, result.weights)
         s.step += 1
         s.batch += 1

@@ -1,0 +1,7 @@
+"""``python -m mtlkit``."""
+
+import sys
+
+from mtlkit.cli import main
+
+sys.exit(main())

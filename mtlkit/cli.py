@@ -1,0 +1,141 @@
+"""The ``mtlkit`` command line. Heavy modules are imported inside the commands that need them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from mtlkit import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mtlkit", description="Plugin-based multi-task learning for PyTorch."
+    )
+    p.add_argument("--version", action="version", version=f"mtlkit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def overrides(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("config", help="YAML or TOML run config")
+        sp.add_argument("-o", "--override", action="append", default=[], metavar="PATH=VALUE",
+                        help="override a config field, e.g. -o trainer.epochs=3 (repeatable)")
+
+    tr = sub.add_parser("train", help="train a run described by a config")
+    overrides(tr)
+    tr.add_argument("--resume", action="store_true",
+                    help="continue from <output_dir>/last.pt if it exists")
+    tr.add_argument("--nproc", type=int, default=None, metavar="N",
+                    help="launch N processes with torchrun (DDP) on this machine")
+
+    ev = sub.add_parser("evaluate", help="evaluate a checkpoint on the config's data")
+    overrides(ev)
+    ev.add_argument("--checkpoint", required=True, help="checkpoint file (loaded weights-only)")
+    ev.add_argument("--split", default="test", help="split to evaluate (default: test)")
+
+    pl = sub.add_parser("plugins", help="list installed plugins and what they register")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+
+    cf = sub.add_parser("config", help="validate a config or print its JSON schema")
+    cfs = cf.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    va = cfs.add_parser("validate", help="check a config, plugin options included")
+    overrides(va)
+    cfs.add_parser("schema", help="print the run config's JSON schema")
+    return p
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from mtlkit.plugins import get_plugin_manager
+
+    host = get_plugin_manager()
+    plugins = host.plugins()
+    broken = host.broken()
+    if args.json:
+        print(json.dumps({"plugins": [i.as_dict() for i in plugins],
+                          "broken": [i.as_dict() for i in broken]}, indent=2))
+        return 0
+    for info in plugins:
+        print(f"{info.name}  ({info.dist} {info.version})")
+        for kind, names in info.registers.items():
+            if names:
+                print(f"    {kind}: {', '.join(names)}")
+    for info in broken:
+        print(f"BROKEN {info.name}  ({info.dist} {info.version}): {info.error}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from mtlkit.config import RunConfig, load_config
+
+    if args.config_command == "schema":
+        print(json.dumps(RunConfig.model_json_schema(), indent=2))
+        return 0
+    from mtlkit.config import resolve_run
+    from mtlkit.plugins import get_plugin_manager
+
+    config = load_config(args.config, args.override)
+    resolve_run(config, get_plugin_manager())
+    print(f"{args.config}: valid ({len(config.tasks)} tasks, weighter {config.weighter.name!r})")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc is not None:
+        from mtlkit.distributed import launch
+
+        return launch(args.nproc, sys.argv[1:])
+    from mtlkit.config import load_config
+    from mtlkit.trainer import Trainer
+
+    config = load_config(args.config, args.override)
+    trainer = Trainer(config)
+    results = trainer.fit(resume=args.resume)
+    if trainer.is_main:
+        _print_metrics(results["metrics"])
+        print(f"results: {trainer.run_dir / 'results.json'}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from mtlkit.checkpoint import load_checkpoint
+    from mtlkit.config import load_config
+    from mtlkit.trainer import Trainer
+
+    config = load_config(args.config, args.override)
+    state = load_checkpoint(args.checkpoint)
+    trainer = Trainer(config)
+    trainer.load_state_dict(state, model_only=True)
+    metrics = trainer.evaluate(args.split)
+    print(json.dumps({args.split: metrics}, indent=2))
+    return 0
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    for split, tasks in metrics.items():
+        for task, values in tasks.items():
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in values.items() if isinstance(v, float))
+            print(f"[{split}] {task}: {shown}")
+
+
+COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "plugins": _cmd_plugins,
+            "config": _cmd_config}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from mtlkit.errors import MtlkitError
+
+    try:
+        return COMMANDS[args.command](args)
+    except MtlkitError as exc:
+        print(f"mtlkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtlkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Config: two-stage validation with field paths, overrides, YAML and TOML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtlkit.config import RunConfig, apply_overrides, load_config, resolve_run
+from mtlkit.errors import ConfigError
+from mtlkit.plugins import PluginHost
+
+from .conftest import tiny_config
+
+
+def test_yaml_and_toml_load_the_same(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    toml = f'''output_dir = "{cfg["output_dir"]}"
+seed = 3
+[trainer]
+epochs = 2
+batch_size = 16
+progress = "off"
+plot = false
+[optimizer]
+name = "adamw"
+lr = 0.01
+[backbone]
+name = "mlp"
+in_features = 16
+hidden = [32]
+[[tasks]]
+name = "classification"
+id = "a"
+[[tasks]]
+name = "classification"
+id = "b"
+[weighter]
+name = "equal"
+[data]
+name = "synthetic"
+num_samples = 160
+num_features = 16
+'''
+    (tmp_path / "c.toml").write_text(toml)
+    assert load_config(tmp_path / "c.yaml") == load_config(tmp_path / "c.toml")
+
+
+def test_overrides_parse_yaml_scalars(tmp_path: Path) -> None:
+    cfg = load_config(data=tiny_config(tmp_path), overrides=[
+        "trainer.epochs=5", "output_dir=runs/x", "trainer.grad_clip=1.5", "tasks.1.id=c",
+        "backbone.hidden=[8, 8]", "weighter.name=static", "weighter.weights={a: 1, c: 0}",
+    ])
+    assert cfg.trainer.epochs == 5 and cfg.output_dir == "runs/x"
+    assert cfg.trainer.grad_clip == 1.5
+    assert cfg.task_ids() == ["a", "c"]
+    assert cfg.backbone.options() == {"in_features": 16, "hidden": [8, 8]}
+    assert cfg.weighter.options() == {"weights": {"a": 1, "c": 0}}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("noequals", "not of the form"),
+    ("tasks.7.id=x", "not an index"),
+    ("seed.x=1", "not a mapping"),
+])
+def test_bad_overrides(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(tiny_config(tmp_path), [override])
+
+
+@pytest.mark.parametrize("override, path", [
+    ("trainer.epochs=-1", "trainer.epochs"),
+    ("trainer.typo=1", "trainer.typo: unknown field"),
+    ("optimizer.name=lion", "optimizer.name"),
+    ("trainer.batch_size=many", "trainer.batch_size"),
+    ("tasks.1.id=a", "task ids must be unique"),
+    ("trainer.select=best", "select_metric"),
+])
+def test_stage1_errors_name_the_path(tmp_path: Path, override: str, path: str) -> None:
+    with pytest.raises(ConfigError, match=path):
+        load_config(data=tiny_config(tmp_path), overrides=[override])
+
+
+def test_missing_sections_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(data={"tasks": []})
+    msg = str(err.value)
+    assert "backbone: Field required" in msg and "data: Field required" in msg
+    assert "tasks: List should have at least 1 item" in msg
+
+
+def test_stage2_errors_name_plugin_and_path(tmp_path: Path, host: PluginHost) -> None:
+    cfg = load_config(data=tiny_config(tmp_path), overrides=[
+        "backbone.hidden=oops", "data.bogus=1", "weighter.name=equl", "tasks.0.label_smoothing=-x",
+    ])
+    with pytest.raises(ConfigError) as err:
+        resolve_run(cfg, host)
+    msg = str(err.value)
+    assert "backbone.hidden" in msg and "(backbone 'mlp' from mtlkit)" in msg
+    assert "data.bogus: unknown field (dataset 'synthetic' from mtlkit)" in msg
+    assert "weighter.name: unknown weighter 'equl'" in msg and "did you mean 'equal'" in msg
+    assert "tasks.0.label_smoothing" in msg
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [unclosed")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(listy)
+
+
+def test_unsafe_yaml_tags_refused(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("output_dir: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(evil)
+
+
+def test_schema_is_json_schema() -> None:
+    schema = RunConfig.model_json_schema()
+    assert {"backbone", "tasks", "weighter", "data", "trainer"} <= set(schema["properties"])

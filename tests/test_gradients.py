@@ -1,0 +1,79 @@
+"""The engine computes exactly what a weighter declares, and no more."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mtlkit.config import load_config
+from mtlkit.data import batch_generator
+from mtlkit.plugins import PluginHost
+from mtlkit.trainer import Trainer
+
+from .conftest import tiny_config
+from .helpers.fake_plugins import TestPlugin
+
+
+def _trainer(tmp_path: Path, host: PluginHost, weighter: str) -> Trainer:
+    host.pm.register(TestPlugin(), name="test-plugin")
+    cfg = tiny_config(tmp_path, weighter={"name": weighter})
+    return Trainer(load_config(data=cfg), host)
+
+
+def _count_trunk_backwards(trainer: Trainer) -> list[int]:
+    first = trainer.model.shared_parameters()[0]
+    calls = [0]
+    first.register_hook(lambda g: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def _batch(trainer: Trainer):
+    idx = torch.arange(16)
+    return trainer.data.train.batch(idx, train=True, generator=batch_generator(0, 0, 0))
+
+
+def test_losses_only_weighter_runs_exactly_one_backward(tmp_path: Path, host: PluginHost) -> None:
+    trainer = _trainer(tmp_path, host, "equal")
+    calls = _count_trunk_backwards(trainer)
+    trainer.train_step(_batch(trainer))
+    assert calls[0] == 1
+
+
+def test_rep_weighter_receives_T_feature_shaped_grads(tmp_path: Path, host: PluginHost) -> None:
+    trainer = _trainer(tmp_path, host, "rec-rep")
+    calls = _count_trunk_backwards(trainer)
+    batch = _batch(trainer)
+    trainer.train_step(batch)
+    inp = trainer.weighter.seen[-1]  # type: ignore[attr-defined]
+    features = trainer.model.backbone(batch["input"])
+    assert inp.grads is not None and inp.grads.shape == (2, *features.shape)
+    assert calls[0] == 1  # the combined gradient goes through the trunk once
+    assert inp.features is None and inp.step is None and inp.metrics is None  # not declared
+
+
+def test_rep_and_param_paths_match_equal_weighting(tmp_path: Path, host: PluginHost) -> None:
+    """Summing per-task gradients must reproduce the gradient of the summed loss."""
+    grads = {}
+    for name in ("equal", "rec-rep", "rec-param"):
+        trainer = _trainer(tmp_path / name, host, name)
+        host.pm.unregister(name="test-plugin")
+        trainer.optimizer.zero_grad()
+        trainer.engine.backward(_batch(trainer), 0, 0)
+        grads[name] = [p.grad.clone() for p in trainer.model.parameters()]
+    for name in ("rec-rep", "rec-param"):
+        for a, b in zip(grads["equal"], grads[name]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_param_weighter_gets_one_T_by_D_buffer(tmp_path: Path, host: PluginHost) -> None:
+    trainer = _trainer(tmp_path, host, "rec-param")
+    calls = _count_trunk_backwards(trainer)
+    trainer.train_step(_batch(trainer))
+    inp = trainer.weighter.seen[-1]  # type: ignore[attr-defined]
+    d = sum(p.numel() for p in trainer.model.shared_parameters())
+    assert inp.grads is not None and inp.grads.shape == (2, d)
+    assert calls[0] == 2  # one per task: the floor for parameter gradients
+    assert inp.step == 0 and inp.epoch == 0
+    assert inp.metrics is not None and inp.metrics.shape == (2,)
+    assert len(trainer.weighter.after) == 1  # type: ignore[attr-defined]
