@@ -44,7 +44,8 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> tuple[Pa
     json_path = RESULTS / f"{name}.json"
     md_path = RESULTS / f"{name}.md"
     json_path.write_text(json.dumps(payload, indent=2))
-    header = (f"Command: `{meta['command']}`  \nMachine: {meta['machine']}  \n"
-              f"Date: {meta['date']}\n\n")
+    header = (
+        f"Command: `{meta['command']}`  \nMachine: {meta['machine']}  \nDate: {meta['date']}\n\n"
+    )
     md_path.write_text(header + markdown)
     return json_path, md_path

@@ -27,13 +27,18 @@ def main() -> None:
     exe = shutil.which("mtlkit") or sys.executable
     prefix = [exe] if exe.endswith("mtlkit") else [exe, "-m", "mtlkit"]
     rows = {}
-    for label, extra in (("mtlkit --help", ["--help"]), ("mtlkit plugins", ["plugins"]),
-                         ("python -c pass", None)):
+    for label, extra in (
+        ("mtlkit --help", ["--help"]),
+        ("mtlkit plugins", ["plugins"]),
+        ("python -c pass", None),
+    ):
         cmd = [sys.executable, "-c", "pass"] if extra is None else prefix + extra
         rows[label] = summary(time_command(cmd, args.runs))
     md = "| command | median s | min s | max s |\n|---|---|---|---|\n"
-    md += "".join(f"| `{k}` | {v['median']:.3f} | {v['min']:.3f} | {v['max']:.3f} |\n"
-                  for k, v in rows.items())
+    md += "".join(
+        f"| `{k}` | {v['median']:.3f} | {v['min']:.3f} | {v['max']:.3f} |\n"
+        for k, v in rows.items()
+    )
     write_results("cli_startup", {"runs": args.runs, "results": rows}, md)
     print(md)
 

@@ -13,8 +13,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from _common import summary, write_results
+
 from mtlkit.config import load_config
 from mtlkit.data import Batch
 from mtlkit.trainer import Trainer
@@ -100,18 +100,24 @@ def main() -> None:
             ratios.append(a / b)
             t_ours.append(a / args.steps * 1000)
             t_hand.append(b / args.steps * 1000)
-    res = {"ratio": summary(ratios), "trainer_ms_per_step": summary(t_ours),
-           "hand_ms_per_step": summary(t_hand), "args": vars(args)}
-    md = (f"Backbone `{args.backbone}`, {args.image_size} px, batch {args.batch}, T=2, equal weights,"
-          f" {args.rounds} interleaved rounds of {args.steps} steps, CPU, threads"
-          f" {torch.get_num_threads()}.\n\n"
-          "| | median | min | max |\n|---|---|---|---|\n"
-          f"| hand-written loop, ms/step | {res['hand_ms_per_step']['median']:.1f} |"
-          f" {res['hand_ms_per_step']['min']:.1f} | {res['hand_ms_per_step']['max']:.1f} |\n"
-          f"| mtlkit Trainer, ms/step | {res['trainer_ms_per_step']['median']:.1f} |"
-          f" {res['trainer_ms_per_step']['min']:.1f} | {res['trainer_ms_per_step']['max']:.1f} |\n"
-          f"| ratio (trainer / hand) | {res['ratio']['median']:.3f} | {res['ratio']['min']:.3f} |"
-          f" {res['ratio']['max']:.3f} |\n")
+    res = {
+        "ratio": summary(ratios),
+        "trainer_ms_per_step": summary(t_ours),
+        "hand_ms_per_step": summary(t_hand),
+        "args": vars(args),
+    }
+    md = (
+        f"Backbone `{args.backbone}`, {args.image_size} px, batch {args.batch}, T=2, equal weights,"
+        f" {args.rounds} interleaved rounds of {args.steps} steps, CPU, threads"
+        f" {torch.get_num_threads()}.\n\n"
+        "| | median | min | max |\n|---|---|---|---|\n"
+        f"| hand-written loop, ms/step | {res['hand_ms_per_step']['median']:.1f} |"
+        f" {res['hand_ms_per_step']['min']:.1f} | {res['hand_ms_per_step']['max']:.1f} |\n"
+        f"| mtlkit Trainer, ms/step | {res['trainer_ms_per_step']['median']:.1f} |"
+        f" {res['trainer_ms_per_step']['min']:.1f} | {res['trainer_ms_per_step']['max']:.1f} |\n"
+        f"| ratio (trainer / hand) | {res['ratio']['median']:.3f} | {res['ratio']['min']:.3f} |"
+        f" {res['ratio']['max']:.3f} |\n"
+    )
     write_results(f"trainer_overhead_{args.backbone}", res, md)
     print(md)
 

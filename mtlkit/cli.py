@@ -20,15 +20,27 @@ def _parser() -> argparse.ArgumentParser:
 
     def overrides(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("config", help="YAML or TOML run config")
-        sp.add_argument("-o", "--override", action="append", default=[], metavar="PATH=VALUE",
-                        help="override a config field, e.g. -o trainer.epochs=3 (repeatable)")
+        sp.add_argument(
+            "-o",
+            "--override",
+            action="append",
+            default=[],
+            metavar="PATH=VALUE",
+            help="override a config field, e.g. -o trainer.epochs=3 (repeatable)",
+        )
 
     tr = sub.add_parser("train", help="train a run described by a config")
     overrides(tr)
-    tr.add_argument("--resume", action="store_true",
-                    help="continue from <output_dir>/last.pt if it exists")
-    tr.add_argument("--nproc", type=int, default=None, metavar="N",
-                    help="launch N processes with torchrun (DDP) on this machine")
+    tr.add_argument(
+        "--resume", action="store_true", help="continue from <output_dir>/last.pt if it exists"
+    )
+    tr.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="launch N processes with torchrun (DDP) on this machine",
+    )
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint on the config's data")
     overrides(ev)
@@ -53,8 +65,15 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     plugins = host.plugins()
     broken = host.broken()
     if args.json:
-        print(json.dumps({"plugins": [i.as_dict() for i in plugins],
-                          "broken": [i.as_dict() for i in broken]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "plugins": [i.as_dict() for i in plugins],
+                    "broken": [i.as_dict() for i in broken],
+                },
+                indent=2,
+            )
+        )
         return 0
     for info in plugins:
         print(f"{info.name}  ({info.dist} {info.version})")
@@ -119,8 +138,12 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
             print(f"[{split}] {task}: {shown}")
 
 
-COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "plugins": _cmd_plugins,
-            "config": _cmd_config}
+COMMANDS = {
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "plugins": _cmd_plugins,
+    "config": _cmd_config,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

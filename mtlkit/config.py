@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -76,6 +76,9 @@ class TrainerConfig(_Strict):
     log_every: int = Field(1, gt=0, description="steps between log flushes (rows are per step)")
     progress: Literal["auto", "on", "off"] = "auto"
     device: str = "cpu"
+    precision: Literal["32", "bf16", "fp16"] = Field(
+        "32", description="bf16 autocast (CPU/GPU) or fp16 autocast + GradScaler (GPU only)"
+    )
     deterministic: bool = True
     num_threads: int | None = Field(None, gt=0)
     eval_every: int = Field(1, ge=0, description="epochs between validation passes; 0: never")
@@ -162,7 +165,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
 def _index(node: list[Any], part: str, path: list[str]) -> int:
     try:
         i = int(part)
-        node[i]  # noqa: B018 - bounds check
+        node[i]
     except (ValueError, IndexError):
         raise ConfigError(
             f"override path {'.'.join(path)}: {part!r} is not an index of a list of {len(node)}"

@@ -119,12 +119,29 @@ class DataModule(ABC):
         """
 
 
-def epoch_order(num_samples: int, seed: int, epoch: int) -> Tensor:
-    """The training permutation of one epoch, a pure function of (seed, epoch)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(num_samples, generator=gen)
+def epoch_order(
+    num_samples: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+) -> Tensor:
+    """This rank's training order for one epoch, a pure function of (seed, epoch, rank).
+
+    It is torch's ``DistributedSampler`` (shuffled, seeded, ``set_epoch``); with W ranks of batch
+    B, step k covers the same 2B... W*B samples as one process with batch W*B.
+    """
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(
+        range(num_samples),
+        num_replicas=world_size,
+        rank=rank,
+        shuffle=True,
+        seed=seed,
+        drop_last=world_size > 1,
+    )
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(iter(sampler)), dtype=torch.long)
 
 
-def batch_generator(seed: int, epoch: int, batch_index: int) -> torch.Generator:
+def batch_generator(seed: int, epoch: int, batch_index: int, rank: int = 0) -> torch.Generator:
     """The augmentation generator of one batch, a pure function of its position."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + batch_index + 1)
+    base = ((seed * 1_000_003 + epoch) * 100_003 + batch_index + 1) * 1_009 + rank
+    return torch.Generator().manual_seed(base)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from mtlkit import distributed as D
 from mtlkit.data import Batch
 from mtlkit.errors import NonFiniteLossError
 from mtlkit.model import MultiTaskModel
@@ -35,6 +37,10 @@ class GradientEngine:
       through the trunk once.
     - ``parameters``: T backwards into one preallocated [T, D] buffer; the trunk graph is retained
       only until the last task.
+
+    Under torch.distributed the weighter sees global values on every rank: loss values are
+    averaged over ranks, parameter-gradient matrices are all-reduced, and representation
+    gradients are gathered (see ``docs/distributed.md`` for why each is exact).
     """
 
     def __init__(
@@ -43,13 +49,20 @@ class GradientEngine:
         tasks: Sequence[Task],
         weighter: Weighter,
         targets: Sequence[str] | None = None,
+        *,
+        forward_module: nn.Module | None = None,
+        autocast: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+        scaler: torch.amp.GradScaler | None = None,
         check_finite: bool = True,
     ) -> None:
         self.model = model
+        self.forward_module = forward_module or model
         self.tasks = list(tasks)
         self.targets = list(targets) if targets is not None else [t.name for t in self.tasks]
         self.weighter = weighter
         self.needs = weighter.needs
+        self.autocast = autocast or contextlib.nullcontext
+        self.scaler = scaler
         self.check_finite = check_finite
         self.shared = model.shared_parameters()
         self.shared_numel = sum(p.numel() for p in self.shared)
@@ -65,9 +78,12 @@ class GradientEngine:
 
     # --- pieces ----------------------------------------------------------------------------
     def task_losses(self, outputs: dict[str, Any], batch: Batch) -> list[Tensor]:
-        """Each task's scalar loss, in task order (kept apart so each differentiates alone)."""
+        """Each task's scalar loss in float32, in task order (kept apart to differentiate alone)."""
         targets = batch["targets"]
-        return [task.loss(outputs[task.name], targets[key]) for task, key in zip(self.tasks, self.targets)]
+        return [
+            task.loss(outputs[task.name], targets[key]).float()
+            for task, key in zip(self.tasks, self.targets)
+        ]
 
     def losses(self, outputs: dict[str, Any], batch: Batch) -> Tensor:
         """The task losses stacked into ``[T]``."""
@@ -81,6 +97,12 @@ class GradientEngine:
             bad = [t.name for t, ok in zip(self.tasks, finite.tolist()) if not ok]
             where = f" at step {step}" if step is not None else ""
             raise NonFiniteLossError(f"non-finite loss in task(s) {', '.join(bad)}{where}")
+
+    def _scale(self) -> Tensor | None:
+        return self.scaler.get_scale() if self.scaler is not None else None  # type: ignore[return-value]
+
+    def _scaled(self, loss: Tensor) -> Tensor:
+        return self.scaler.scale(loss) if self.scaler is not None else loss
 
     def _input(
         self,
@@ -96,11 +118,13 @@ class GradientEngine:
         metrics = None
         if needs.step_metrics:
             targets = batch["targets"]
-            metrics = torch.stack(
-                [
-                    t.step_metric(outputs[t.name], targets[k]).to(torch.float32)
-                    for t, k in zip(self.tasks, self.targets)
-                ]
+            metrics = D.all_mean(
+                torch.stack(
+                    [
+                        t.step_metric(outputs[t.name], targets[k]).to(torch.float32)
+                        for t, k in zip(self.tasks, self.targets)
+                    ]
+                )
             )
         return WeighterInput(
             losses=losses,
@@ -119,7 +143,9 @@ class GradientEngine:
         return buf
 
     @staticmethod
-    def _flat_into(row: Tensor, grads: Sequence[Tensor | None], params: Sequence[nn.Parameter]) -> None:
+    def _flat_into(
+        row: Tensor, grads: Sequence[Tensor | None], params: Sequence[nn.Parameter]
+    ) -> None:
         offset = 0
         for g, p in zip(grads, params):
             n = p.numel()
@@ -130,7 +156,9 @@ class GradientEngine:
             offset += n
 
     @staticmethod
-    def _accumulate(params: Sequence[nn.Parameter], grads: Sequence[Tensor | None], scale: Tensor) -> None:
+    def _accumulate(
+        params: Sequence[nn.Parameter], grads: Sequence[Tensor | None], scale: Tensor
+    ) -> None:
         for p, g in zip(params, grads):
             if g is None:
                 continue
@@ -145,68 +173,108 @@ class GradientEngine:
             p.grad = g if p.grad is None else p.grad + g
             offset += n
 
+    def _unscale_(self, grads: Tensor) -> Tensor:
+        scale = self._scale()
+        return grads.div_(scale) if scale is not None else grads
+
     # --- the step ----------------------------------------------------------------------------
-    def backward(self, batch: Batch, step: int | None = None, epoch: int | None = None) -> StepResult:
+    def backward(
+        self, batch: Batch, step: int | None = None, epoch: int | None = None
+    ) -> StepResult:
         """Forward, combine and backward one batch; ``.grad`` is filled, nothing is stepped."""
         mode = self.needs.grads
         if mode == "representation":
-            return self._representation(batch, step, epoch)
-        if mode == "parameters":
-            return self._parameters(batch, step, epoch)
-        return self._loss_path(batch, step, epoch, last_layer=mode == "last_layer")
+            result = self._representation(batch, step, epoch)
+        elif mode == "parameters":
+            result = self._parameters(batch, step, epoch)
+        else:
+            return self._loss_path(batch, step, epoch, last_layer=mode == "last_layer")
+        # gradient paths bypass DDP's reducer: one all-reduce of the combined gradient
+        D.all_mean_grads(list(self.model.parameters()))
+        return result
 
-    def _finish(self, update: Update, losses: Tensor, inp: WeighterInput) -> StepResult:
-        return StepResult(losses=losses.detach(), weights=update.weights.detach(), input=inp)
+    def _combine(self, inp: WeighterInput, want: str) -> Update:
+        update = self.weighter.combine(inp)
+        if getattr(update, want) is None:
+            raise TypeError(
+                f"weighter {type(self.weighter).__name__} declared grads={self.needs.grads!r}"
+                f" but returned no Update.{want}"
+            )
+        return update
 
-    def _loss_path(self, batch: Batch, step: int | None, epoch: int | None, last_layer: bool) -> StepResult:
-        features, outputs = self.model(batch["input"])
-        per_task = self.task_losses(outputs, batch)
-        losses = torch.stack(per_task)
+    def _loss_path(
+        self, batch: Batch, step: int | None, epoch: int | None, last_layer: bool
+    ) -> StepResult:
+        with self.autocast():
+            features, outputs = self.forward_module(batch["input"])
+            per_task = self.task_losses(outputs, batch)
+        losses = D.global_value(torch.stack(per_task))
         self._guard(losses, step)
         grads = None
         if last_layer:
             grads = self._grad_buffer(len(self.tasks), sum(p.numel() for p in self.last), losses)
             for i in range(len(self.tasks)):
-                g = torch.autograd.grad(per_task[i], self.last, retain_graph=True, allow_unused=True)
+                g = torch.autograd.grad(
+                    self._scaled(per_task[i]), self.last, retain_graph=True, allow_unused=True
+                )
                 self._flat_into(grads[i], g, self.last)
+            D.all_mean_(self._unscale_(grads))
         inp = self._input(losses, outputs, batch, features, grads, step, epoch)
-        update = self.weighter.combine(inp)
-        if update.loss is None:
-            raise TypeError(f"weighter {type(self.weighter).__name__} returned no loss")
-        update.loss.backward()
-        return self._finish(update, losses, inp)
+        update = self._combine(inp, "loss")
+        assert update.loss is not None
+        self._scaled(update.loss).backward()
+        return StepResult(losses=losses.detach(), weights=update.weights.detach(), input=inp)
 
     def _representation(self, batch: Batch, step: int | None, epoch: int | None) -> StepResult:
-        features = self.model.backbone(batch["input"])
+        with self.autocast():
+            features = self.model.backbone(batch["input"])
         z = features.detach().requires_grad_(True)
-        outputs = self.model.forward_heads(z)
-        per_task = self.task_losses(outputs, batch)
-        losses = torch.stack(per_task).detach()
+        with self.autocast():
+            outputs = self.model.forward_heads(z)
+            per_task = self.task_losses(outputs, batch)
+        losses = D.all_mean(torch.stack(per_task))
         self._guard(losses, step)
-        grads = torch.empty((len(self.tasks), *z.shape), dtype=z.dtype, device=z.device)
+        grads = torch.empty((len(self.tasks), *z.shape), dtype=torch.float32, device=z.device)
         head_grads = []
         for i, params in enumerate(self.head_params):
-            g = torch.autograd.grad(per_task[i], [z, *params], allow_unused=True)
+            g = torch.autograd.grad(self._scaled(per_task[i]), [z, *params], allow_unused=True)
             if g[0] is None:
                 grads[i].zero_()
             else:
                 grads[i].copy_(g[0])
             head_grads.append(g[1:])
-        inp = self._input(losses, outputs, batch, z.detach(), grads, step, epoch)
-        update = self.weighter.combine(inp)
-        if update.grad is None:
-            raise TypeError(f"weighter {type(self.weighter).__name__} returned no grad")
+        self._unscale_(grads)
+        world = D.env_info().world_size if D.active() else 1
+        z_all = z.detach()
+        if world > 1:
+            # each rank's loss is a mean over its B samples; the global loss is the mean over
+            # ranks, so its gradient w.r.t. a sample's features is the local one divided by W
+            grads = D.gather_cat(grads / world, dim=1)
+            z_all = D.gather_cat(z_all, dim=0)
+        inp = self._input(losses, outputs, batch, z_all, grads, step, epoch)
+        update = self._combine(inp, "grad")
+        assert update.grad is not None
         for i, params in enumerate(self.head_params):
             self._accumulate(params, head_grads[i], update.weights[i])
-        features.backward(update.grad.to(features.dtype))
+        combined = update.grad
+        if world > 1:
+            b = z.shape[0]
+            rank = D.env_info().rank
+            # the later all-reduce averages over ranks: pre-multiply by W to get the sum
+            combined = combined[rank * b : (rank + 1) * b] * world
+        scale = self._scale()
+        if scale is not None:
+            combined = combined * scale
+        features.backward(combined.to(features.dtype))
         if update.loss is not None:
             update.loss.backward()
-        return self._finish(update, losses, inp)
+        return StepResult(losses=losses, weights=update.weights.detach(), input=inp)
 
     def _parameters(self, batch: Batch, step: int | None, epoch: int | None) -> StepResult:
-        features, outputs = self.model(batch["input"])
-        per_task = self.task_losses(outputs, batch)
-        losses = torch.stack(per_task).detach()
+        with self.autocast():
+            features, outputs = self.model(batch["input"])
+            per_task = self.task_losses(outputs, batch)
+        losses = D.all_mean(torch.stack(per_task))
         self._guard(losses, step)
         num_tasks = len(self.tasks)
         grads = self._grad_buffer(num_tasks, self.shared_numel, losses)
@@ -214,25 +282,32 @@ class GradientEngine:
         head_grads = []
         for i, params in enumerate(self.head_params):
             g = torch.autograd.grad(
-                per_task[i], [*self.shared, *params], retain_graph=i < num_tasks - 1, allow_unused=True
+                self._scaled(per_task[i]),
+                [*self.shared, *params],
+                retain_graph=i < num_tasks - 1,
+                allow_unused=True,
             )
             self._flat_into(grads[i], g[:n_shared], self.shared)
             head_grads.append(g[n_shared:])
+        # mean over ranks of per-task gradients of local mean losses = gradients of the global loss
+        D.all_mean_(self._unscale_(grads))
         inp = self._input(losses, outputs, batch, features.detach(), grads, step, epoch)
-        update = self.weighter.combine(inp)
-        if update.grad is None:
-            raise TypeError(f"weighter {type(self.weighter).__name__} returned no grad")
+        update = self._combine(inp, "grad")
+        assert update.grad is not None
         for i, params in enumerate(self.head_params):
             self._accumulate(params, head_grads[i], update.weights[i])
-        self._apply_flat(update.grad)
+        scale = self._scale()
+        self._apply_flat(update.grad * scale if scale is not None else update.grad)
         if update.loss is not None:
             update.loss.backward()
-        return self._finish(update, losses, inp)
+        return StepResult(losses=losses, weights=update.weights.detach(), input=inp)
 
     def after_step(self, result: StepResult) -> None:
         """Run the weighter's post-step callback if it declared one."""
         if self.needs.after_step:
             inp = result.input
             self.weighter.after_step(
-                WeighterInput(losses=result.losses, step=inp.step, epoch=inp.epoch, metrics=inp.metrics)
+                WeighterInput(
+                    losses=result.losses, step=inp.step, epoch=inp.epoch, metrics=inp.metrics
+                )
             )

@@ -49,7 +49,11 @@ class PluginInfo:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "distribution": self.dist, "version": self.version}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "distribution": self.dist,
+            "version": self.version,
+        }
         if self.error is None:
             out.update({k: [str(n) for n in v] for k, v in self.registers.items()})
         else:
@@ -105,7 +109,7 @@ class PluginHost:
                 module = ep.load()
                 self.add(module, ep.name, dist=dist_name, version=version)
                 self.pm.check_pending()
-            except Exception as exc:  # noqa: BLE001 - isolate any failure to this plugin
+            except Exception as exc:
                 if self.pm.has_plugin(ep.name):
                     self.pm.unregister(name=ep.name)
                 self._fail(PluginInfo(ep.name, dist_name, version, error=_describe(exc)))
@@ -153,7 +157,7 @@ class PluginHost:
                             added = [e.name for e in registry._staged or []]
                             clashes += registry._end(ok=True)
                             info.registers.setdefault(kind, []).extend(added)
-            except Exception as exc:  # noqa: BLE001 - a raising hook breaks only its plugin
+            except Exception as exc:
                 info.error = _describe(exc)
                 info.registers = {}
                 for registry in registries.values():

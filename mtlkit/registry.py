@@ -54,7 +54,7 @@ class Registry:
 
     # --- used by plugins -------------------------------------------------------------------
     def add(self, name: str, target: type | str, *, summary: str = "") -> None:
-        """Register ``target`` (a class, or ``"module:Class"`` imported on first use) as ``name``."""
+        """Register ``target`` (a class, or ``"module:Class"`` imported on first use)."""
         if not isinstance(name, str) or not _NAME.match(name):
             raise RegistryError(
                 f"invalid {self.kind} name {name!r}: use lowercase letters, digits, '_' or '-',"
@@ -147,13 +147,15 @@ class Registry:
                 obj: Any = importlib.import_module(module_name)
                 for part in attr.split("."):
                     obj = getattr(obj, part)
-            except Exception as exc:  # noqa: BLE001 - any import failure is reported by name
+            except Exception as exc:
                 raise RegistryError(
                     f"{self.kind} {name!r} from {entry.dist}: cannot import {target!r}:"
                     f" {type(exc).__name__}: {exc}"
                 ) from exc
             if not isinstance(obj, type):
-                raise RegistryError(f"{self.kind} {name!r} from {entry.dist}: {target!r} is not a class")
+                raise RegistryError(
+                    f"{self.kind} {name!r} from {entry.dist}: {target!r} is not a class"
+                )
             self._check_class(name, obj, entry.dist)
             entry.target = obj
             return obj

@@ -18,8 +18,15 @@ class RunLog:
     Step values stay on the device until a flush, so logging every step costs no host sync.
     """
 
-    def __init__(self, directory: Path, task_names: list[str], fmt: str = "jsonl",
-                 flush_every: int = 1) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        task_names: list[str],
+        fmt: str = "jsonl",
+        flush_every: int = 1,
+        enabled: bool = True,
+    ) -> None:
+        self.enabled = enabled
         self.directory = directory
         self.tasks = task_names
         self.fmt = fmt
@@ -32,6 +39,8 @@ class RunLog:
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop rows of steps the checkpoint does not include."""
+        if not self.enabled:
+            return
         for path in (self.steps_path,):
             if not path.exists():
                 continue
@@ -46,6 +55,8 @@ class RunLog:
             self.epochs_path.write_text("".join(ln + "\n" for ln in keep))
 
     def log_step(self, step: int, epoch: int, lr: float, losses: Tensor, weights: Tensor) -> None:
+        if not self.enabled:
+            return
         self._pending.append((step, epoch, lr, torch.cat([losses.float(), weights.float()])))
         if len(self._pending) >= self.flush_every:
             self.flush()
@@ -76,6 +87,8 @@ class RunLog:
                 fh.writelines(json.dumps(_clean(r)) + "\n" for r in rows)
 
     def log_epoch(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         self.flush()
         self.directory.mkdir(parents=True, exist_ok=True)
         with self.epochs_path.open("a") as fh:
@@ -97,8 +110,10 @@ def read_steps(path: Path) -> list[dict[str, Any]]:
     """Read a steps log written by RunLog (either format)."""
     if path.suffix == ".csv":
         with path.open(newline="") as fh:
-            return [{k: float(v) if v not in ("", None) else math.nan for k, v in r.items()}
-                    for r in csv.DictReader(fh)]
+            return [
+                {k: float(v) if v not in ("", None) else math.nan for k, v in r.items()}
+                for r in csv.DictReader(fh)
+            ]
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -15,9 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mtlkit import __version__
+from mtlkit import distributed as D
 from mtlkit.checkpoint import load_checkpoint, save_checkpoint
 from mtlkit.config import RunConfig, config_to_dict, resolve_run
 from mtlkit.data import Batch, DataSplits, TensorDataset, batch_generator, epoch_order
@@ -80,8 +82,15 @@ class Trainer:
         self.device = torch.device(tc.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("trainer.device: CUDA was requested but is not available")
+        if tc.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("trainer.precision: fp16 needs a CUDA device; use bf16 on CPU")
+        self.dist = D.init(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.is_main = self.dist.is_main
         self.run_dir = Path(config.output_dir)
-        self._check_output_dir()
+        if self.is_main:
+            self._check_output_dir()
         resolved = resolve_run(config, self.host)
         self.backbone = self._build(resolved.backbone, "backbone", lambda c, o: c(o))
         self.task_ids = config.task_ids()
@@ -99,7 +108,9 @@ class Trainer:
                     f"tasks: dataset {config.data.name!r} provides no target {key!r};"
                     f" it has {sorted(self.data.train.targets)} (set the task's 'target')"
                 )
-            heads[task.name] = task.build_head(self.backbone.feature_dim, self.data.info.get(key, {}))
+            heads[task.name] = task.build_head(
+                self.backbone.feature_dim, self.data.info.get(key, {})
+            )
         self.model = MultiTaskModel(self.backbone, heads).to(self.device)
         self.weighter: Weighter = self._build(
             resolved.weighter, "weighter", lambda c, o: c(self.task_ids, o)
@@ -112,22 +123,59 @@ class Trainer:
             )
         )
         self.weighter.to(self.device)
-        self.engine = GradientEngine(self.model, self.tasks, self.weighter, self.target_keys)
+        self.ddp: nn.Module | None = None
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+            self._sync_weighter()
+        self.scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
+        self.engine = GradientEngine(
+            self.model,
+            self.tasks,
+            self.weighter,
+            self.target_keys,
+            forward_module=self.ddp,
+            autocast=self._autocast,
+            scaler=self.scaler,
+        )
         self.optimizer = self._optimizer()
-        self.steps_per_epoch = self._num_batches(len(self.data.train))
+        in_optimizer = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        self._weighter_own = [
+            p for p in self.weighter.parameters() if p.requires_grad and id(p) not in in_optimizer
+        ]
+        self.steps_per_epoch = self._num_batches(len(self.data.train) // self.dist.world_size)
         self.scheduler = self._scheduler()
         self.state = TrainState()
-        self.log = RunLog(self.run_dir, self.task_ids, tc.log_format, tc.log_every)
-        self.is_main = True
+        self.log = RunLog(
+            self.run_dir, self.task_ids, tc.log_format, tc.log_every, enabled=self.is_main
+        )
 
     # --- construction ------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        precision = self.config.trainer.precision
+        if precision == "32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _sync_weighter(self) -> None:
+        """Start every rank from rank 0's weighter parameters and buffers."""
+        import torch.distributed as dist
+
+        for t in [*self.weighter.parameters(), *self.weighter.buffers()]:
+            dist.broadcast(t.data, src=0)
+
     def _build(self, resolved: Any, where: str, make: Any) -> Any:
         try:
             return make(resolved.cls, resolved.options)
         except MtlkitError:
             raise
         except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(f"{where}: {resolved.cls.__name__} ({resolved.entry_dist}): {exc}") from exc
+            raise ConfigError(
+                f"{where}: {resolved.cls.__name__} ({resolved.entry_dist}): {exc}"
+            ) from exc
 
     def _check_output_dir(self) -> None:
         try:
@@ -136,15 +184,24 @@ class Trainer:
             probe.write_text("ok")
             probe.unlink()
         except OSError as exc:
-            raise ConfigError(f"output_dir: cannot write to {self.run_dir}: {exc.strerror or exc}") from None
+            raise ConfigError(
+                f"output_dir: cannot write to {self.run_dir}: {exc.strerror or exc}"
+            ) from None
 
     def _optimizer(self) -> torch.optim.Optimizer:
         oc = self.config.optimizer
-        groups: list[dict[str, Any]] = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in self.model.parameters() if p.requires_grad]}
+        ]
         groups += self.weighter.param_groups()
         if oc.name == "sgd":
-            return torch.optim.SGD(groups, lr=oc.lr, momentum=oc.momentum,
-                                   weight_decay=oc.weight_decay, nesterov=oc.nesterov)
+            return torch.optim.SGD(
+                groups,
+                lr=oc.lr,
+                momentum=oc.momentum,
+                weight_decay=oc.weight_decay,
+                nesterov=oc.nesterov,
+            )
         return torch.optim.AdamW(groups, lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
 
     def _num_batches(self, n: int) -> int:
@@ -167,7 +224,9 @@ class Trainer:
             )
         if sc.name == "step":
             return torch.optim.lr_scheduler.StepLR(
-                self.optimizer, step_size=sc.step_size * max(1, self.steps_per_epoch), gamma=sc.gamma
+                self.optimizer,
+                step_size=sc.step_size * max(1, self.steps_per_epoch),
+                gamma=sc.gamma,
             )
         return None
 
@@ -182,9 +241,12 @@ class Trainer:
             "weighter": self.weighter.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else {},
+            "scaler": self.scaler.state_dict() if self.scaler else {},
             "rng": rng,
             "train_state": {
-                "step": s.step, "epoch": s.epoch, "batch": s.batch,
+                "step": s.step,
+                "epoch": s.epoch,
+                "batch": s.batch,
                 "skipped_nonfinite": s.skipped_nonfinite,
                 "best_score": s.best_score if s.best_score is not None else float("nan"),
                 "history": json.dumps(s.history),
@@ -195,8 +257,13 @@ class Trainer:
         }
 
     def save(self, name: str = LAST) -> Path:
-        self.log.flush()
-        return save_checkpoint(self.state_dict(), self.run_dir / name)
+        """Rank 0 writes; every rank waits so nobody reads a checkpoint being written."""
+        path = self.run_dir / name
+        if self.is_main:
+            self.log.flush()
+            save_checkpoint(self.state_dict(), path)
+        D.barrier()
+        return path
 
     def load_state_dict(self, ckpt: dict[str, Any], *, model_only: bool = False) -> None:
         if list(ckpt.get("task_ids", [])) != self.task_ids:
@@ -211,12 +278,16 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if self.scheduler is not None and ckpt["scheduler"]:
                 self.scheduler.load_state_dict(ckpt["scheduler"])
+            if self.scaler is not None and ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint does not fit this model: {exc}") from None
         ts = ckpt["train_state"]
         best = float(ts["best_score"])
         self.state = TrainState(
-            step=int(ts["step"]), epoch=int(ts["epoch"]), batch=int(ts["batch"]),
+            step=int(ts["step"]),
+            epoch=int(ts["epoch"]),
+            batch=int(ts["batch"]),
             skipped_nonfinite=int(ts["skipped_nonfinite"]),
             best_score=None if math.isnan(best) else best,
             history=json.loads(ts["history"]),
@@ -261,10 +332,21 @@ class Trainer:
                 f"{exc} (epoch {s.epoch}); the last good checkpoint is kept in {self.run_dir}"
                 " (set trainer.on_nonfinite=skip to skip such batches)"
             ) from None
+        D.all_mean_grads(list(self.weighter.parameters()))
         clip = self.config.trainer.grad_clip
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+            scale = self.scaler.get_scale()
+            for p in self._weighter_own:
+                if p.grad is not None:
+                    p.grad.div_(scale)
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         self.engine.after_step(result)
@@ -284,7 +366,9 @@ class Trainer:
         s = self.state
         try:
             while s.epoch < tc.epochs and s.step < total:
-                order = epoch_order(len(train), self.config.seed, s.epoch)
+                order = epoch_order(
+                    len(train), self.config.seed, s.epoch, self.dist.rank, self.dist.world_size
+                )
                 while s.batch < self.steps_per_epoch and s.step < total:
                     self._run_batch(train, order)
                     if bar is not None:
@@ -305,7 +389,7 @@ class Trainer:
         s = self.state
         bs = self.config.trainer.batch_size
         idx = order[s.batch * bs : (s.batch + 1) * bs]
-        gen = batch_generator(self.config.seed, s.epoch, s.batch)
+        gen = batch_generator(self.config.seed, s.epoch, s.batch, self.dist.rank)
         batch = move_batch(train.batch(idx, train=True, generator=gen), self.device)
         lr = self.optimizer.param_groups[0]["lr"]
         result = self.train_step(batch)
@@ -348,32 +432,53 @@ class Trainer:
     # --- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, split: str = "test", artifacts_prefix: str | None = None) -> dict[str, Any]:
-        """Per-task metrics and mean losses on a split (eval mode, no gradient)."""
+        """Per-task metrics and mean losses on a split (eval mode, no gradient).
+
+        Under torch.distributed each rank runs a strided shard and the outputs are gathered, so
+        every rank computes the metrics of the whole split.
+        """
         data = self.data.named().get(split)
         if data is None:
-            raise ConfigError(f"the dataset has no {split!r} split; it has {list(self.data.named())}")
+            raise ConfigError(
+                f"the dataset has no {split!r} split; it has {list(self.data.named())}"
+            )
         self.model.eval()
         meters = {t.name: t.new_meter() for t in self.tasks}
         loss_sum = torch.zeros(len(self.tasks), dtype=torch.float64)
-        batches = 0
+        count = 0
         bs = self.config.trainer.eval_batch_size
-        for start in range(0, len(data), bs):
-            idx = torch.arange(start, min(start + bs, len(data)))
+        shard = torch.arange(self.dist.rank, len(data), self.dist.world_size)
+        gathered: list[tuple[Any, Batch, Tensor, int]] = []
+        for start in range(0, len(shard), bs):
+            idx = shard[start : start + bs]
             batch = move_batch(data.batch(idx), self.device)
-            _, outputs = self.model(batch["input"])
-            losses = self.engine.losses(outputs, batch)
-            loss_sum += losses.double().cpu()
-            batches += 1
-            for task, key in zip(self.tasks, self.target_keys):
-                meters[task.name].update(outputs[task.name], batch["targets"][key], batch)
+            with self._autocast():
+                _, outputs = self.model(batch["input"])
+            losses = self.engine.losses(outputs, batch).double().cpu()
+            if self.dist.enabled:
+                gathered.append((_to_cpu(outputs), _to_cpu(batch), losses, len(idx)))
+            else:
+                self._update_meters(meters, outputs, batch)
+                loss_sum += losses * len(idx)
+                count += len(idx)
+        if self.dist.enabled:
+            for part in D.gather_objects(gathered):
+                for outputs, batch, losses, n in part:
+                    self._update_meters(meters, outputs, batch)
+                    loss_sum += losses * n
+                    count += n
         result: dict[str, Any] = {}
         for i, task in enumerate(self.tasks):
             metrics = meters[task.name].compute()
-            metrics["loss"] = float(loss_sum[i] / max(1, batches))
+            metrics["loss"] = float(loss_sum[i] / max(1, count))
             result[task.name] = metrics
-            if artifacts_prefix is not None:
+            if artifacts_prefix is not None and self.is_main:
                 meters[task.name].save_artifacts(self.run_dir, f"{artifacts_prefix}{task.name}_")
         return result
+
+    def _update_meters(self, meters: dict[str, Any], outputs: dict[str, Any], batch: Batch) -> None:
+        for task, key in zip(self.tasks, self.target_keys):
+            meters[task.name].update(outputs[task.name], batch["targets"][key], batch)
 
     def finish(self, train_seconds: float) -> dict[str, Any]:
         """Final evaluation (best-on-val weights if selected), results JSON and plot."""
@@ -403,19 +508,36 @@ class Trainer:
                 "eval_seconds": round(time.perf_counter() - t0, 3),
             },
         }
-        out = self.run_dir / "results.json"
-        out.write_text(json.dumps(results, indent=2, default=str))
-        if tc.plot:
-            plot_history(self.log.steps_path, self.run_dir / "training.png", self.task_ids)
+        results["world_size"] = self.dist.world_size
+        if self.is_main:
+            out = self.run_dir / "results.json"
+            out.write_text(json.dumps(results, indent=2, default=str))
+            if tc.plot:
+                plot_history(self.log.steps_path, self.run_dir / "training.png", self.task_ids)
         return results
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Tensors (in dicts/lists) moved to CPU, detached: what evaluation gathers across ranks."""
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def versions() -> dict[str, str]:
     """Versions of what produced a result, for the results JSON."""
     from importlib import metadata
 
-    out = {"mtlkit": __version__, "torch": torch.__version__, "python": platform.python_version(),
-           "platform": platform.platform()}
+    out = {
+        "mtlkit": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     for dist in ("timm", "numpy", "pydantic", "pluggy"):
         try:
             out[dist] = metadata.version(dist)

@@ -19,23 +19,37 @@ def _run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.Comp
     import os
 
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_help_does_not_import_torch() -> None:
-    code = "import sys; from mtlkit.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
+    code = (
+        "import sys; from mtlkit.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit: pass\n"
+        "print('torch' in sys.modules)"
+    )
     out = _run("-c", code)
     assert out.stdout.strip().endswith("False"), out.stderr
 
 
 def test_plugins_listing_does_not_import_torch() -> None:
-    code = "import sys; from mtlkit.cli import main; main(['plugins', '--json']); print('TORCH', 'torch' in sys.modules)"
+    code = (
+        "import sys; from mtlkit.cli import main; main(['plugins', '--json']);"
+        " print('TORCH', 'torch' in sys.modules)"
+    )
     out = _run("-c", code)
     assert "TORCH False" in out.stdout, out.stdout + out.stderr
     data = json.loads(out.stdout.rsplit("TORCH", 1)[0])
     core = {p["name"]: p for p in data["plugins"]}["mtlkit"]
     assert core["weighters"] == ["equal", "static"]
-    assert all(isinstance(n, str) for p in data["plugins"] for k in ("tasks", "weighters") for n in p.get(k, []))
+    assert all(
+        isinstance(n, str)
+        for p in data["plugins"]
+        for k in ("tasks", "weighters")
+        for n in p.get(k, [])
+    )
 
 
 def test_python_m_mtlkit_version() -> None:
@@ -43,7 +57,9 @@ def test_python_m_mtlkit_version() -> None:
     assert out.returncode == 0 and "mtlkit" in out.stdout
 
 
-def test_config_validate_and_schema(tmp_path: Path, host, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_validate_and_schema(
+    tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tiny_config(tmp_path)))
     assert main(["config", "validate", str(path)]) == 0

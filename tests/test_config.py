@@ -49,10 +49,18 @@ num_features = 16
 
 
 def test_overrides_parse_yaml_scalars(tmp_path: Path) -> None:
-    cfg = load_config(data=tiny_config(tmp_path), overrides=[
-        "trainer.epochs=5", "output_dir=runs/x", "trainer.grad_clip=1.5", "tasks.1.id=c",
-        "backbone.hidden=[8, 8]", "weighter.name=static", "weighter.weights={a: 1, c: 0}",
-    ])
+    cfg = load_config(
+        data=tiny_config(tmp_path),
+        overrides=[
+            "trainer.epochs=5",
+            "output_dir=runs/x",
+            "trainer.grad_clip=1.5",
+            "tasks.1.id=c",
+            "backbone.hidden=[8, 8]",
+            "weighter.name=static",
+            "weighter.weights={a: 1, c: 0}",
+        ],
+    )
     assert cfg.trainer.epochs == 5 and cfg.output_dir == "runs/x"
     assert cfg.trainer.grad_clip == 1.5
     assert cfg.task_ids() == ["a", "c"]
@@ -60,24 +68,30 @@ def test_overrides_parse_yaml_scalars(tmp_path: Path) -> None:
     assert cfg.weighter.options() == {"weights": {"a": 1, "c": 0}}
 
 
-@pytest.mark.parametrize("override, message", [
-    ("noequals", "not of the form"),
-    ("tasks.7.id=x", "not an index"),
-    ("seed.x=1", "not a mapping"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("noequals", "not of the form"),
+        ("tasks.7.id=x", "not an index"),
+        ("seed.x=1", "not a mapping"),
+    ],
+)
 def test_bad_overrides(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         apply_overrides(tiny_config(tmp_path), [override])
 
 
-@pytest.mark.parametrize("override, path", [
-    ("trainer.epochs=-1", "trainer.epochs"),
-    ("trainer.typo=1", "trainer.typo: unknown field"),
-    ("optimizer.name=lion", "optimizer.name"),
-    ("trainer.batch_size=many", "trainer.batch_size"),
-    ("tasks.1.id=a", "task ids must be unique"),
-    ("trainer.select=best", "select_metric"),
-])
+@pytest.mark.parametrize(
+    "override, path",
+    [
+        ("trainer.epochs=-1", "trainer.epochs"),
+        ("trainer.typo=1", "trainer.typo: unknown field"),
+        ("optimizer.name=lion", "optimizer.name"),
+        ("trainer.batch_size=many", "trainer.batch_size"),
+        ("tasks.1.id=a", "task ids must be unique"),
+        ("trainer.select=best", "select_metric"),
+    ],
+)
 def test_stage1_errors_name_the_path(tmp_path: Path, override: str, path: str) -> None:
     with pytest.raises(ConfigError, match=path):
         load_config(data=tiny_config(tmp_path), overrides=[override])
@@ -92,9 +106,15 @@ def test_missing_sections_named(tmp_path: Path) -> None:
 
 
 def test_stage2_errors_name_plugin_and_path(tmp_path: Path, host: PluginHost) -> None:
-    cfg = load_config(data=tiny_config(tmp_path), overrides=[
-        "backbone.hidden=oops", "data.bogus=1", "weighter.name=equl", "tasks.0.label_smoothing=-x",
-    ])
+    cfg = load_config(
+        data=tiny_config(tmp_path),
+        overrides=[
+            "backbone.hidden=oops",
+            "data.bogus=1",
+            "weighter.name=equl",
+            "tasks.0.label_smoothing=-x",
+        ],
+    )
     with pytest.raises(ConfigError) as err:
         resolve_run(cfg, host)
     msg = str(err.value)

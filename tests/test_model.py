@@ -30,5 +30,5 @@ def test_torch_export() -> None:
     model = _model().eval()
     x = torch.randn(2, 6)
     exported = torch.export.export(model, (x,))
-    features, outputs = exported.module()(x)
+    _features, outputs = exported.module()(x)
     torch.testing.assert_close(outputs["b"], model(x)[1]["b"])

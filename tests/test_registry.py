@@ -101,13 +101,13 @@ def test_raising_hook_isolated_and_rolled_back(host: PluginHost) -> None:
     assert "RuntimeError: boom in hook" in (broken["raiser"].error or "")
 
 
-GOOD_PLUGIN = '''
+GOOD_PLUGIN = """
 from mtlkit.hookspecs import hookimpl
 
 @hookimpl
 def register_weighters(registry):
     registry.add("from-good-dist", "mtlkit.builtin.weighters:EqualWeighter")
-'''
+"""
 
 
 @pytest.fixture
@@ -137,7 +137,9 @@ def test_broken_entry_point_isolated(fake_dists: Path, monkeypatch: pytest.Monke
     assert good.registers["weighters"] == ["from-good-dist"]
 
 
-def test_broken_entry_point_fatal_when_strict(fake_dists: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broken_entry_point_fatal_when_strict(
+    fake_dists: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MTLKIT_STRICT_PLUGINS", "1")
     with pytest.raises(PluginError, match="no_such_module_xyz"):
         PluginHost()

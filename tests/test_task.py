@@ -38,7 +38,7 @@ def test_partial_labels_average_over_labelled_only() -> None:
 def test_float_targets_use_nan_as_missing() -> None:
     class Reg(ClassificationTask):
         def per_sample_loss(self, output, target):  # type: ignore[override]
-            return ((output[:, 0] - target) ** 2)
+            return (output[:, 0] - target) ** 2
 
     task = Reg("r")
     out = torch.randn(3, 2, requires_grad=True)

@@ -44,10 +44,17 @@ def _params(trainer: Trainer) -> list[torch.Tensor]:
     return [p.detach().clone() for p in trainer.model.parameters()]
 
 
-@pytest.mark.parametrize("weighter", [{"name": "equal"}, {"name": "static", "weights": {"a": 1, "b": 0.3}}])
+@pytest.mark.parametrize(
+    "weighter", [{"name": "equal"}, {"name": "static", "weights": {"a": 1, "b": 0.3}}]
+)
 def test_resume_is_bit_identical(tmp_path: Path, host: PluginHost, weighter: dict) -> None:
-    changes = {"trainer__epochs": 3, "weighter": weighter, "scheduler": {"name": "cosine"},
-               "backbone__dropout": 0.2, "optimizer__name": "sgd"}
+    changes = {
+        "trainer__epochs": 3,
+        "weighter": weighter,
+        "scheduler": {"name": "cosine"},
+        "backbone__dropout": 0.2,
+        "optimizer__name": "sgd",
+    }
     full, _ = _train(tmp_path / "full", host, **changes)
     # interrupted run: stop after 10 steps (mid-epoch), then resume to the end
     cfg = tiny_config(tmp_path / "part", **changes)
@@ -74,7 +81,10 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path: Path) -> None:
         fh.write(b"partial garbage")
         raise KeyboardInterrupt("killed mid-write")
 
-    with mock.patch("mtlkit.checkpoint.torch.save", side_effect=crash), pytest.raises(KeyboardInterrupt):
+    with (
+        mock.patch("mtlkit.checkpoint.torch.save", side_effect=crash),
+        pytest.raises(KeyboardInterrupt),
+    ):
         save_checkpoint({"x": torch.zeros(3)}, path)
     assert torch.equal(load_checkpoint(path)["x"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
@@ -94,13 +104,17 @@ def test_malicious_pickle_refused(tmp_path: Path) -> None:
 def test_corrupt_checkpoint_reported(tmp_path: Path) -> None:
     path = tmp_path / "bad.pt"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="bad.pt"):
+    with pytest.raises(CheckpointError, match=r"bad\.pt"):
         load_checkpoint(path)
 
 
 def test_csv_log_and_step_scheduler(tmp_path: Path, host: PluginHost) -> None:
-    trainer, _ = _train(tmp_path, host, trainer__log_format="csv",
-                        scheduler={"name": "step", "step_size": 1, "gamma": 0.5})
+    trainer, _ = _train(
+        tmp_path,
+        host,
+        trainer__log_format="csv",
+        scheduler={"name": "step", "step_size": 1, "gamma": 0.5},
+    )
     rows = read_steps(trainer.run_dir / "steps.csv")
     assert rows[0]["lr"] == pytest.approx(0.01)
     assert rows[-1]["lr"] == pytest.approx(0.005)
@@ -123,8 +137,13 @@ def test_nonfinite_skip_policy_counts(tmp_path: Path, host: PluginHost) -> None:
 
 
 def test_best_selection_uses_val(tmp_path: Path, host: PluginHost) -> None:
-    trainer, results = _train(tmp_path, host, trainer__select="best",
-                              trainer__select_metric="a/accuracy", trainer__epochs=3)
+    trainer, results = _train(
+        tmp_path,
+        host,
+        trainer__select="best",
+        trainer__select_metric="a/accuracy",
+        trainer__epochs=3,
+    )
     assert results["selected"].startswith("best a/accuracy")
     assert (trainer.run_dir / "best.pt").exists()
 

@@ -12,8 +12,11 @@ if TYPE_CHECKING:
 
 @hookimpl
 def register_tasks(registry: Registry) -> None:
-    registry.add("classification", "mtlkit.builtin.classification:ClassificationTask",
-                 summary="softmax cross-entropy classification")
+    registry.add(
+        "classification",
+        "mtlkit.builtin.classification:ClassificationTask",
+        summary="softmax cross-entropy classification",
+    )
 
 
 @hookimpl
@@ -24,11 +27,17 @@ def register_backbones(registry: Registry) -> None:
 @hookimpl
 def register_weighters(registry: Registry) -> None:
     registry.add("equal", "mtlkit.builtin.weighters:EqualWeighter", summary="w_i = 1")
-    registry.add("static", "mtlkit.builtin.weighters:StaticWeighter",
-                 summary="fixed user weights; one-hot = single-task")
+    registry.add(
+        "static",
+        "mtlkit.builtin.weighters:StaticWeighter",
+        summary="fixed user weights; one-hot = single-task",
+    )
 
 
 @hookimpl
 def register_datasets(registry: Registry) -> None:
-    registry.add("synthetic", "mtlkit.builtin.synthetic:SyntheticData",
-                 summary="Gaussian clusters with one label factor per task")
+    registry.add(
+        "synthetic",
+        "mtlkit.builtin.synthetic:SyntheticData",
+        summary="Gaussian clusters with one label factor per task",
+    )

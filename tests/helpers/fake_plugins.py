@@ -80,8 +80,9 @@ class RaisingPlugin:
         raise RuntimeError("boom in hook")
 
 
-def make_fake_distribution(root: Path, dist: str, entry_points: dict[str, str],
-                           modules: dict[str, str] | None = None) -> Path:
+def make_fake_distribution(
+    root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str] | None = None
+) -> Path:
     """Write an installed-looking distribution (dist-info + modules) under ``root``."""
     info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
     info.mkdir(parents=True)
