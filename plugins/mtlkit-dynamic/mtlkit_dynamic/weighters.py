@@ -1,0 +1,136 @@
+"""Difficulty-based dynamic weighting (Ming et al., arXiv 1911.03281) and its naive control.
+
+Per step, with shared features ``x`` ([B, D]) and task losses ``L`` ([T]):
+
+- ``w = mean_b softmax(unit(normalize(x_b)))`` (a point on the simplex);
+- the network is trained on ``sum_i w_i L_i`` (``w`` detached by default);
+- the unit is trained on its own loss, with the features and the task losses as constants:
+  ``dynamic``: ``L_w = sum_i w_i / (L_i + sigma)`` (dL_w/dz_k = w_k (1/L_k - sum_i w_i/L_i):
+  weight flows to the task with the larger loss); ``dynamic-naive``: ``L_w = sum_i w_i L_i``
+  (weight flows to the easier task).
+
+The trainer runs one backward of ``network loss + L_w``; since ``L_w`` reaches only the unit and the
+network loss never reaches it, that one backward fills both sets of gradients. The unit is then
+stepped by its own SGD (``lr``, ``momentum``) in ``after_step``, never by the main optimizer.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import Field
+from torch import Tensor
+
+from mtlkit import distributed as D
+from mtlkit.options import Options
+from mtlkit.weighter import Needs, Update, Weighter, WeighterInput, WeighterSetup, weighted_sum
+from mtlkit_dynamic.unit import DynamicWeightUnit
+
+
+class NaiveDynamicOptions(Options):
+    """Options of ``dynamic-naive`` (and the shared part of ``dynamic``)."""
+
+    normalize: bool = True
+    """L2-normalise each sample's features before the unit (bounds the logit gaps); false: raw."""
+    detach: bool = True
+    """Network loss ``sum_i w_i L_i`` with ``w`` constant; false also sends ``sum_i L_i dw_i/dx``
+    into the trunk (the authors' code), the unit itself still trained only by its own loss."""
+    lr: float = Field(0.1, gt=0.0)
+    """Learning rate of the unit's own SGD."""
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    """Momentum of the unit's own SGD."""
+
+
+class DynamicOptions(NaiveDynamicOptions):
+    """Options of ``dynamic``."""
+
+    sigma: float = Field(0.01, gt=0.0)
+    """Added to each loss in ``1/(L_i + sigma)``, only to avoid a division by zero."""
+
+
+class _DynamicWeightUnitWeighter(Weighter):
+    """Shared machinery; subclasses define the unit's own loss."""
+
+    needs = Needs(grads="none", features=True, after_step=True, counters=False)
+    Options = NaiveDynamicOptions
+    options: NaiveDynamicOptions
+    unit: DynamicWeightUnit | None
+
+    def __init__(
+        self, task_names: Sequence[str], options: NaiveDynamicOptions | None = None
+    ) -> None:
+        super().__init__(task_names, options)
+        self.weights.fill_(1.0 / self.num_tasks)
+        self.unit = None
+
+    def setup(self, info: WeighterSetup) -> None:
+        """Create the unit ``Linear(feature_dim, T)`` (zero-initialised: uniform first weights)."""
+        self.unit = DynamicWeightUnit(
+            info.feature_dim, self.num_tasks, normalize=self.options.normalize, device=info.device
+        )
+        self.weights = self.weights.to(info.device)
+
+    def _unit(self) -> DynamicWeightUnit:
+        if self.unit is None:
+            raise RuntimeError(
+                f"{type(self).__name__}: call setup(WeighterSetup(...)) before combine();"
+                " the unit's size comes from the backbone's feature_dim"
+            )
+        return self.unit
+
+    @abstractmethod
+    def unit_loss(self, weights: Tensor, losses: Tensor) -> Tensor:
+        """The unit's own loss from its weights ``[T]`` (attached to the unit), losses constant."""
+
+    def combine(self, inp: WeighterInput) -> Update:
+        unit = self._unit()
+        if inp.features is None:
+            raise ValueError(f"{type(self).__name__} needs the shared features (needs.features)")
+        losses = inp.losses
+        if losses.shape != (self.num_tasks,):
+            raise ValueError(
+                f"expected {self.num_tasks} task losses, got shape {tuple(losses.shape)}"
+            )
+        # the unit's pass: constant features, live parameters -> gradients reach the unit only
+        w = unit(inp.features.detach())
+        own = self.unit_loss(w, losses.detach().float())
+        # under torch.distributed the weights are the batch mean over ALL ranks' samples, so every
+        # rank trains the network with identical weights (identity in one process); the unit's
+        # loss is linear in w, so averaging its gradients over ranks is exact
+        w_global = D.all_mean(w)
+        if self.options.detach:
+            w_net = w_global
+        else:
+            # live features, constant unit parameters -> gradients reach the trunk only
+            w_net = D.global_value(unit(inp.features, detach_params=True))
+        network = weighted_sum(w_net, losses)
+        return Update(weights=self.record(w_global), loss=network + own.to(network.dtype))
+
+    def after_step(self, inp: WeighterInput) -> None:
+        """The unit's own optimiser step (after the main optimizer stepped the network)."""
+        self._unit().step(self.options.lr, self.options.momentum)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """None: the unit is stepped by its own SGD in ``after_step``, not the main optimizer."""
+        return []
+
+
+class DynamicWeighter(_DynamicWeightUnitWeighter):
+    """Difficulty-based dynamic weights: the unit minimises ``sum_i w_i / (L_i + sigma)``, which
+    moves weight towards the task with the larger (harder) loss. Assumes losses ``>= 0``."""
+
+    Options = DynamicOptions
+    options: DynamicOptions
+
+    def unit_loss(self, weights: Tensor, losses: Tensor) -> Tensor:
+        return (weights / (losses + self.options.sigma)).sum()
+
+
+class NaiveDynamicWeighter(_DynamicWeightUnitWeighter):
+    """The paper's naive-dynamic control: the unit minimises ``sum_i w_i L_i`` itself, which moves
+    weight towards the task with the smaller (easier) loss."""
+
+    def unit_loss(self, weights: Tensor, losses: Tensor) -> Tensor:
+        return (weights * losses).sum()
