@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from unittest import mock
 
@@ -161,3 +162,16 @@ def test_partial_labels_train(tmp_path: Path, host: PluginHost) -> None:
     _, results = _train(tmp_path, host, data__missing_fraction=0.6, trainer__epochs=3)
     for task in ("a", "b"):
         assert results["metrics"]["test"][task]["accuracy"] > 0.3
+
+
+def test_bf16_autocast_on_cpu_trains(tmp_path: Path, host: PluginHost) -> None:
+    trainer, results = _train(tmp_path, host, trainer__precision="bf16", trainer__epochs=3)
+    rows = read_steps(trainer.run_dir / "steps.jsonl")
+    assert all(math.isfinite(r["loss/a"]) for r in rows)
+    assert rows[-1]["loss/a"] < rows[0]["loss/a"]
+    assert results["metrics"]["test"]["a"]["accuracy"] > 0.4
+
+
+def test_fp16_needs_cuda(tmp_path: Path, host: PluginHost) -> None:
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        Trainer(load_config(data=tiny_config(tmp_path, trainer__precision="fp16")), host)
