@@ -356,9 +356,7 @@ class Trainer:
         """Train for ``trainer.epochs`` (or ``max_steps``), then evaluate and write results."""
         tc = self.config.trainer
         t0 = time.perf_counter()
-        if resume:
-            self.resume()
-        else:
+        if not (resume and self.resume()):
             self.log.truncate_after(0)
         train = self.data.train
         total = self.total_steps()
