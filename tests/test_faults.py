@@ -1,4 +1,4 @@
-"""Faults: SIGKILL at random steps, resumed each time, ends bit-identical to an uninterrupted run."""
+"""Faults: SIGKILL at random steps, each resumed, ends bit-identical to an uninterrupted run."""
 
 from __future__ import annotations
 
