@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mtlkit.builtin.mlp import MLPBackbone, MLPOptions
@@ -32,3 +33,11 @@ def test_torch_export() -> None:
     exported = torch.export.export(model, (x,))
     _features, outputs = exported.module()(x)
     torch.testing.assert_close(outputs["b"], model(x)[1]["b"])
+
+
+@pytest.mark.slow
+def test_torch_compile() -> None:
+    model = _model().eval()
+    x = torch.randn(2, 6)
+    compiled = torch.compile(model)
+    torch.testing.assert_close(compiled(x)[1]["a"], model(x)[1]["a"])
