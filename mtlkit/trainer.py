@@ -443,7 +443,7 @@ class Trainer:
         self.model.eval()
         meters = {t.name: t.new_meter() for t in self.tasks}
         loss_sum = torch.zeros(len(self.tasks), dtype=torch.float64)
-        count = 0
+        count = torch.zeros(len(self.tasks), dtype=torch.float64)
         bs = self.config.trainer.eval_batch_size
         shard = torch.arange(self.dist.rank, len(data), self.dist.world_size)
         gathered: list[tuple[Any, Batch, Tensor, int]] = []
@@ -453,26 +453,39 @@ class Trainer:
             with self._autocast():
                 _, outputs = self.model(batch["input"])
             losses = self.engine.losses(outputs, batch).double().cpu()
+            labelled = self._labelled_counts(batch)
             if self.dist.enabled:
-                gathered.append((_to_cpu(outputs), _to_cpu(batch), losses, len(idx)))
+                gathered.append((_to_cpu(outputs), _to_cpu(batch), losses, labelled))
             else:
                 self._update_meters(meters, outputs, batch)
-                loss_sum += losses * len(idx)
-                count += len(idx)
+                loss_sum += losses * labelled
+                count += labelled
         if self.dist.enabled:
             for part in D.gather_objects(gathered):
-                for outputs, batch, losses, n in part:
+                for outputs, batch, losses, labelled in part:
                     self._update_meters(meters, outputs, batch)
-                    loss_sum += losses * n
-                    count += n
+                    loss_sum += losses * labelled
+                    count += labelled
         result: dict[str, Any] = {}
         for i, task in enumerate(self.tasks):
             metrics = meters[task.name].compute()
-            metrics["loss"] = float(loss_sum[i] / max(1, count))
+            if count[i] > 0:  # a split without labels for a task has no loss for it
+                metrics["loss"] = float(loss_sum[i] / count[i])
             result[task.name] = metrics
             if artifacts_prefix is not None and self.is_main:
                 meters[task.name].save_artifacts(self.run_dir, f"{artifacts_prefix}{task.name}_")
         return result
+
+    def _labelled_counts(self, batch: Batch) -> Tensor:
+        """Labelled samples per task in a batch (task losses are means over these)."""
+        targets = batch["targets"]
+        return (
+            torch.stack(
+                [t.labelled_mask(targets[k]).sum() for t, k in zip(self.tasks, self.target_keys)]
+            )
+            .double()
+            .cpu()
+        )
 
     def _update_meters(self, meters: dict[str, Any], outputs: dict[str, Any], batch: Batch) -> None:
         for task, key in zip(self.tasks, self.target_keys):
