@@ -1,0 +1,222 @@
+"""The shared pipeline of every face dataset: records -> images -> protocol split -> tensors."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+
+from mtlkit.data import DataModule, DataSplits, TensorDataset
+from mtlkit.errors import DataError
+from mtlkit.options import Options
+from mtlkit.task import MISSING_LABEL
+from mtlkit_face.data.images import BadImage, decode, image_size
+from mtlkit_face.data.protocols import Protocol, SplitIndex, build_protocol, check_split
+from mtlkit_face.data.records import FaceRecord, RecordTable, index_records
+from mtlkit_face.data.transforms import (
+    FlipShift,
+    ImageLayout,
+    Normalize,
+    default_shift,
+    resolve_layout,
+)
+
+SUPPORTED_TARGETS = ("face_identity", "expression")
+MAX_LISTED_SKIPS = 20
+
+
+class FaceDataOptions(Options):
+    """Options every face dataset shares: the split protocol, image layout and bad-file policy."""
+
+    protocol: Literal["subject-kfold", "sequence-holdout"] = "subject-kfold"
+    num_folds: int = Field(10, ge=2)
+    fold: int = Field(0, ge=0)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of the training subjects (subject-kfold) or sequences (sequence-holdout) kept for
+    validation / model selection, so the test fold is never used to pick an epoch."""
+    image_size: int | None = Field(None, ge=8)
+    """Side of the square input; None: the backbone's input_size, else the data's native size."""
+    on_bad_image: Literal["error", "skip"] = "error"
+    augment: bool = True
+    seed: int = 0
+    """Seeds the sequence-holdout choice (and, for generated data, the generator)."""
+    expressions: list[str] | None = None
+    """Expression classes in label order; None: the names found in the data, sorted."""
+
+    @field_validator("expressions")
+    @classmethod
+    def _distinct(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v or any(not e.strip() for e in v):
+                raise ValueError("expressions must be a non-empty list of non-empty names")
+            if len(set(v)) != len(v):
+                raise ValueError(f"expressions has duplicates: {v}")
+        return v
+
+
+def skip_note(record: FaceRecord, bad: BadImage) -> str:
+    """How a bad file is named in errors and in the summary (with its manifest line if any)."""
+    return f"{record.origin}: {bad}" if record.origin else str(bad)
+
+
+class FaceDataModule(DataModule):
+    """Base of the face datasets: subclasses list records (and may generate images)."""
+
+    Options = FaceDataOptions
+    options: FaceDataOptions
+    dataset_name: ClassVar[str] = "faces"
+
+    records: list[FaceRecord]
+    """All records listed by the source; ``meta["index"]`` points into this list."""
+    table: RecordTable
+    """The records kept (readable files) with their indices; set by ``setup``."""
+    split_index: SplitIndex
+    protocol: Protocol
+
+    @abstractmethod
+    def load_records(self) -> tuple[list[FaceRecord], list[str]]:
+        """The records, plus notes on entries skipped under ``on_bad_image="skip"``."""
+
+    def extra_summary(self) -> dict[str, Any]:
+        """Source-specific facts for the run summary (root folder, manifest path...)."""
+        return {}
+
+    def native_size(self, records: Sequence[FaceRecord]) -> tuple[int, int]:
+        """(H, W) of the first readable image: all images are brought to one size."""
+        for r in records:
+            if r.path is None:
+                continue
+            try:
+                return image_size(r.path)
+            except BadImage:
+                continue
+        raise DataError(f"{self.dataset_name}: none of the {len(records)} images can be opened")
+
+    def load_images(
+        self, records: Sequence[FaceRecord], layout: ImageLayout
+    ) -> tuple[torch.Tensor, list[int], list[str]]:
+        """Decode every record once: uint8 ``[N, C, H, W]``, the kept positions, skip notes."""
+        size = (layout.height, layout.width)
+        arrays: list[np.ndarray] = []
+        kept: list[int] = []
+        skipped: list[str] = []
+        for i, r in enumerate(records):
+            if r.path is None:
+                raise DataError(f"{self.dataset_name}: record {i} has no file path")
+            try:
+                arrays.append(decode(r.path, layout.chans, size))
+            except BadImage as bad:
+                if self.options.on_bad_image == "error":
+                    raise DataError(skip_note(r, bad)) from None
+                skipped.append(skip_note(r, bad))
+                continue
+            kept.append(i)
+        if not arrays:
+            raise DataError(f"{self.dataset_name}: no readable images ({len(skipped)} skipped)")
+        return torch.from_numpy(np.stack(arrays)), kept, skipped
+
+    def setup(self, tasks: Sequence[str], data_config: Mapping[str, Any]) -> DataSplits:
+        unknown = [t for t in tasks if t not in SUPPORTED_TARGETS]
+        if unknown:
+            raise DataError(
+                f"{self.dataset_name} provides no target(s) {unknown}; supported: "
+                f"{', '.join(SUPPORTED_TARGETS)}"
+            )
+        o = self.options
+        records, skipped = self.load_records()
+        if not records:
+            raise DataError(f"{self.dataset_name}: no images found")
+        self.records = records
+        layout = resolve_layout(data_config, o.image_size, lambda: self.native_size(records))
+        inputs, kept, bad = self.load_images(records, layout)
+        skipped = skipped + bad
+        self.table = table = index_records([records[i] for i in kept], o.expressions)
+        self.protocol = protocol = build_protocol(o)
+        self.split_index = split = protocol.split(table)
+        check_split(table, split, protocol, need_expressions="expression" in tasks)
+
+        train_subjects = np.unique(table.subject_idx[split.train])
+        ident_of = np.full(len(table.subjects), MISSING_LABEL, dtype=np.int64)
+        ident_of[train_subjects] = np.arange(len(train_subjects))
+        all_targets = {
+            "face_identity": torch.from_numpy(ident_of[table.subject_idx]),
+            "expression": torch.from_numpy(table.expression_idx.copy()),
+        }
+        info_all = {
+            "face_identity": {
+                "num_classes": len(train_subjects),
+                "class_names": [table.subjects[i] for i in train_subjects],
+            },
+            "expression": {
+                "num_classes": len(table.expressions),
+                "class_names": list(table.expressions),
+            },
+        }
+        meta = {
+            "subject": torch.from_numpy(table.subject_idx.copy()),
+            "sequence": torch.from_numpy(table.sequence_idx.copy()),
+            "expression": torch.from_numpy(table.expression_idx.copy()),
+            "index": torch.tensor(kept, dtype=torch.int64),
+        }
+        full = TensorDataset(
+            inputs=inputs,
+            targets={t: all_targets[t] for t in dict.fromkeys(tasks)},
+            meta=meta,
+            prepare=Normalize(layout),
+            augment=FlipShift(layout, default_shift(layout)) if o.augment else None,
+        )
+        parts = {
+            name: full.subset(torch.from_numpy(idx)) if len(idx) else None
+            for name, idx in (("train", split.train), ("val", split.val), ("test", split.test))
+        }
+        train = parts["train"]
+        assert train is not None  # check_split refuses an empty training split
+        return DataSplits(
+            train=train,
+            val=parts["val"],
+            test=parts["test"],
+            info={t: info_all[t] for t in dict.fromkeys(tasks)},
+            summary=self._summary(table, split, layout, len(train_subjects), skipped),
+        )
+
+    def _summary(
+        self,
+        table: RecordTable,
+        split: SplitIndex,
+        layout: ImageLayout,
+        num_identities: int,
+        skipped: list[str],
+    ) -> dict[str, Any]:
+        o = self.options
+
+        def counts(rows: np.ndarray) -> dict[str, int]:
+            return {
+                "images": len(rows),
+                "subjects": len(np.unique(table.subject_idx[rows])),
+                "sequences": len(np.unique(table.sequence_idx[rows])),
+            }
+
+        return {
+            "dataset": self.dataset_name,
+            **self.extra_summary(),
+            "protocol": o.protocol,
+            "fold": o.fold,
+            "num_folds": o.num_folds,
+            "val_fraction": o.val_fraction,
+            "seed": o.seed,
+            "input": [layout.chans, layout.height, layout.width],
+            "expressions": list(table.expressions),
+            "num_identities": num_identities,
+            "total": counts(np.arange(len(table), dtype=np.int64)),
+            "splits": {
+                "train": counts(split.train),
+                "val": counts(split.val),
+                "test": counts(split.test),
+            },
+            "skipped": len(skipped),
+            "skipped_files": skipped[:MAX_LISTED_SKIPS],
+        }

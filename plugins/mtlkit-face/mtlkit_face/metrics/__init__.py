@@ -1,0 +1,31 @@
+"""Evaluation helpers of the face tasks: verification on pairs and confusion-matrix artifacts.
+
+Both modules need only numpy (matplotlib is imported lazily for the PNG): importing them is cheap.
+"""
+
+from __future__ import annotations
+
+from mtlkit_face.metrics.confusion import save_confusion, write_confusion_csv
+from mtlkit_face.metrics.verification import (
+    Pairs,
+    ThresholdCV,
+    best_threshold,
+    cosine_scores,
+    kfold_threshold_accuracy,
+    make_pairs,
+    roc_auc,
+    tar_at_far,
+)
+
+__all__ = [
+    "Pairs",
+    "ThresholdCV",
+    "best_threshold",
+    "cosine_scores",
+    "kfold_threshold_accuracy",
+    "make_pairs",
+    "roc_auc",
+    "save_confusion",
+    "tar_at_far",
+    "write_confusion_csv",
+]

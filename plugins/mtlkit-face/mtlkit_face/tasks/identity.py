@@ -1,0 +1,212 @@
+"""The ``face_identity`` task: softmax (optionally margin) identity classifier on an embedding,
+plus center loss, evaluated by closed-set identification and pair verification.
+
+Under ``subject-kfold`` the test people are unseen in training (their identity target is
+MISSING_LABEL), so only the verification metrics, which need no class index, apply to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from mtlkit.errors import ConfigError
+from mtlkit.options import Options
+from mtlkit.task import MetricMeter, MetricSpec, Task, accuracy_from_logits
+from mtlkit_face.metrics.verification import (
+    DEFAULT_FOLDS,
+    cosine_scores,
+    kfold_threshold_accuracy,
+    make_pairs,
+    roc_auc,
+    tar_at_far,
+)
+from mtlkit_face.tasks.heads import MARGIN_DEFAULTS, FaceIdentityHead, center_loss, margin_logits
+
+TAR_FAR = 1e-2
+TAR_METRIC = "tar_at_far_1e-2"
+
+
+class FaceIdentityOptions(Options):
+    embedding_dim: int = Field(128, ge=1)
+    """Width of the embedding used for verification (and by the classifier)."""
+    embedding_bn: bool = True
+    """BatchNorm1d after the embedding layer (the FaceNet-style bottleneck)."""
+    margin: Literal["none", "cosface", "arcface"] = "none"
+    """none: linear softmax; cosface / arcface: cosine classifier with an additive margin."""
+    scale: float = Field(30.0, gt=0.0)
+    """Cosine-logit scale of the margin heads (ignored with margin: none)."""
+    margin_value: float | None = Field(None, ge=0.0)
+    """Margin size; None: 0.35 for cosface, 0.5 for arcface."""
+    center_loss_weight: float = Field(0.0, ge=0.0)
+    """Weight of 0.5 ||e - c_y||^2 added to each sample's loss; the paper's code uses 0.1."""
+    max_pairs: int = Field(6000, ge=2)
+    """Verification pairs per evaluation, half positive and half negative."""
+    cross_expression_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    """Share of positive pairs whose two images differ in expression (where the data allows)."""
+    pair_seed: int = 0
+    """Seed of the pair sampling: the same samples always give the same pairs."""
+    verification_folds: int = Field(DEFAULT_FOLDS, ge=2)
+    """Folds of the threshold cross-validation (LFW: 10)."""
+
+    @model_validator(mode="after")
+    def _margin_consistent(self) -> FaceIdentityOptions:
+        if self.margin == "none" and self.margin_value is not None:
+            raise ValueError("margin_value is set but margin is 'none' (choose cosface or arcface)")
+        return self
+
+    @property
+    def resolved_margin(self) -> float:
+        """The margin in use (0 without a margin head)."""
+        if self.margin == "none":
+            return 0.0
+        return self.margin_value if self.margin_value is not None else MARGIN_DEFAULTS[self.margin]
+
+
+class FaceIdentityMeter(MetricMeter):
+    """Collects normalised embeddings with subject/expression ids, and identification hits.
+
+    Pairs are built in ``compute`` from everything seen, sorted by ``meta["index"]``, so the result
+    does not depend on batch order or on how ranks sharded the split.
+    """
+
+    def __init__(self, options: FaceIdentityOptions, missing_label: int) -> None:
+        self.options = options
+        self.missing_label = missing_label
+        self.embeddings: list[Tensor] = []
+        self.subjects: list[Tensor] = []
+        self.expressions: list[Tensor] = []
+        self.indices: list[Tensor] = []
+        self.hits = 0
+        self.labelled = 0
+        self._seen = 0
+
+    def update(self, output: Any, target: Tensor, batch: Mapping[str, Any]) -> None:
+        emb = output["embedding"].detach()
+        n = emb.shape[0]
+        self.embeddings.append(F.normalize(emb.float(), dim=1).cpu())
+        target = target.detach().cpu()
+        meta = batch.get("meta") or {}
+        # without meta (a generic dataset) the labelled identity stands in for the subject
+        subject = meta.get("subject")
+        self.subjects.append(
+            subject.detach().cpu().long() if subject is not None else target.long()
+        )
+        expression = meta.get("expression")
+        self.expressions.append(
+            expression.detach().cpu().long()
+            if expression is not None
+            else torch.zeros(n, dtype=torch.long)
+        )
+        index = meta.get("index")
+        self.indices.append(
+            index.detach().cpu().long()
+            if index is not None
+            else torch.arange(self._seen, self._seen + n, dtype=torch.long)
+        )
+        self._seen += n
+        mask = target != self.missing_label
+        pred = output["logits"].detach().argmax(dim=-1).cpu()
+        self.hits += int(((pred == target) & mask).sum())
+        self.labelled += int(mask.sum())
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        emb = torch.cat(self.embeddings).numpy()
+        subj = torch.cat(self.subjects).numpy()
+        expr = torch.cat(self.expressions).numpy()
+        idx = torch.cat(self.indices).numpy()
+        order = np.lexsort((np.arange(len(idx)), idx))
+        keep = subj[order] != self.missing_label  # samples with no known person cannot pair
+        order = order[keep]
+        return emb[order], subj[order], expr[order]
+
+    def compute(self) -> dict[str, float]:
+        o = self.options
+        out: dict[str, float] = {}
+        if self.labelled:
+            out["identification_accuracy"] = self.hits / self.labelled
+            out["identification_count"] = float(self.labelled)
+        if not self.embeddings:
+            out["num_pairs"] = 0.0
+            return out
+        emb, subj, expr = self._arrays()
+        pairs = make_pairs(
+            subj,
+            expr,
+            max_pairs=o.max_pairs,
+            cross_fraction=o.cross_expression_fraction,
+            seed=o.pair_seed,
+        )
+        out["num_pairs"] = float(len(pairs))
+        if len(pairs) < 2:
+            return out
+        scores = cosine_scores(emb, pairs.first, pairs.second)
+        out["verification_accuracy"] = kfold_threshold_accuracy(
+            scores, pairs.same, o.verification_folds
+        ).accuracy
+        out["verification_auc"] = roc_auc(scores, pairs.same)
+        tar = tar_at_far(scores, pairs.same, TAR_FAR)
+        if tar is not None:
+            out[TAR_METRIC] = tar
+        return out
+
+
+class FaceIdentityTask(Task):
+    """Identity classification over the training people; its embedding serves verification."""
+
+    Options = FaceIdentityOptions
+    options: FaceIdentityOptions
+
+    def build_head(self, feature_dim: int, info: Mapping[str, Any]) -> nn.Module:
+        num_classes = int(info.get("num_classes", 0))
+        if num_classes < 1:
+            raise ConfigError(
+                f"task {self.name!r}: the data reports {num_classes} training identities"
+            )
+        self.num_classes = num_classes
+        self.class_names = [str(n) for n in info.get("class_names") or range(num_classes)]
+        o = self.options
+        return FaceIdentityHead(
+            feature_dim,
+            num_classes,
+            embedding_dim=o.embedding_dim,
+            embedding_bn=o.embedding_bn,
+            cosine=o.margin != "none",
+            scale=o.scale,
+            centers=o.center_loss_weight > 0,
+        )
+
+    def per_sample_loss(self, output: Any, target: Tensor) -> Tensor:
+        o = self.options
+        logits = output["logits"].float()
+        if o.margin != "none":
+            # the head returns scale * cos without the target; the margin goes on here
+            cos = (logits / o.scale).clamp(-1.0, 1.0)
+            logits = margin_logits(o.margin, cos, target, o.resolved_margin, o.scale)
+        loss = F.cross_entropy(logits, target, reduction="none")
+        if o.center_loss_weight > 0:
+            centers = output["centers"].float()
+            loss = loss + o.center_loss_weight * center_loss(
+                output["embedding"].float(), centers, target
+            )
+        return loss
+
+    def metrics(self) -> list[MetricSpec]:
+        return [
+            MetricSpec("identification_accuracy"),
+            MetricSpec("verification_accuracy"),
+            MetricSpec("verification_auc"),
+            MetricSpec(TAR_METRIC),
+        ]
+
+    def new_meter(self) -> FaceIdentityMeter:
+        return FaceIdentityMeter(self.options, self.missing_label)
+
+    def step_metric(self, output: Any, target: Tensor) -> Tensor:
+        return accuracy_from_logits(output["logits"].detach(), target, self.labelled_mask(target))

@@ -1,0 +1,213 @@
+"""The face_identity task: head shapes, masked/margin/center losses, and its evaluation meter."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mtlkit_face.tasks.heads import arcface_logits, center_loss, cosface_logits
+from mtlkit_face.tasks.identity import TAR_METRIC, FaceIdentityTask
+from pydantic import ValidationError
+
+from mtlkit.task import MISSING_LABEL
+
+MARGINS = ["none", "cosface", "arcface"]
+K, FEAT, EMB = 5, 12, 8
+
+
+def make_task(**options: object) -> FaceIdentityTask:
+    return FaceIdentityTask("face_identity", FaceIdentityTask.Options(**options))
+
+
+@pytest.mark.parametrize("margin", MARGINS)
+@pytest.mark.parametrize("bn", [True, False])
+def test_head_shapes(margin: str, bn: bool) -> None:
+    torch.manual_seed(0)
+    task = make_task(margin=margin, embedding_dim=EMB, embedding_bn=bn)
+    head = task.build_head(FEAT, {"num_classes": K, "class_names": list("abcde")})
+    out = head(torch.randn(6, FEAT))
+    assert set(out) == {"logits", "embedding"}
+    assert out["logits"].shape == (6, K) and out["embedding"].shape == (6, EMB)
+    if margin != "none":  # cosines times the scale
+        assert out["logits"].abs().max() <= task.options.scale + 1e-4
+    head.eval()
+    assert head(torch.randn(1, FEAT))["logits"].shape == (1, K)
+
+
+def test_centers_are_a_parameter_in_the_state_dict() -> None:
+    task = make_task(center_loss_weight=0.1, embedding_dim=EMB)
+    head = task.build_head(FEAT, {"num_classes": K})
+    assert head.state_dict()["centers"].shape == (K, EMB)
+    assert any(p is head.centers for p in head.parameters())
+    assert head(torch.randn(3, FEAT))["centers"] is head.centers
+    assert "centers" not in make_task().build_head(FEAT, {"num_classes": K}).state_dict()
+
+
+@pytest.mark.parametrize("margin", MARGINS)
+def test_all_missing_labels_give_zero_loss_and_zero_grad(margin: str) -> None:
+    task = make_task(margin=margin, center_loss_weight=0.1, embedding_dim=EMB)
+    head = task.build_head(FEAT, {"num_classes": K})
+    out = head(torch.randn(4, FEAT))
+    loss = task.loss(out, torch.full((4,), MISSING_LABEL))
+    assert torch.isfinite(loss) and loss.item() == 0.0
+    loss.backward()
+    for p in head.parameters():
+        assert p.grad is None or (p.grad == 0).all()
+
+
+@pytest.mark.parametrize("margin", ["cosface", "arcface"])
+def test_margin_makes_the_loss_harder(margin: str) -> None:
+    torch.manual_seed(1)
+    cos = torch.empty(8, K).uniform_(-0.9, 0.9)
+    target = torch.randint(0, K, (8,))
+    out = {"logits": 30.0 * cos, "embedding": torch.randn(8, EMB)}
+    plain = make_task(margin="none").per_sample_loss(out, target)
+    marg = make_task(margin=margin).per_sample_loss(out, target)
+    assert (marg > plain).all()
+    # the defaults are the papers' margins
+    expected = {"cosface": 0.35, "arcface": 0.5}[margin]
+    assert make_task(margin=margin).options.resolved_margin == expected
+
+
+def test_margin_formulas() -> None:
+    cos = torch.tensor([[0.5, 0.2], [0.1, -0.3]])
+    target = torch.tensor([0, 1])
+    cf = cosface_logits(cos, target, 0.35, 10.0)
+    assert torch.allclose(cf, 10.0 * torch.tensor([[0.15, 0.2], [0.1, -0.65]]))
+    af = arcface_logits(cos, target, 0.5, 10.0)
+    assert af[0, 0].item() == pytest.approx(10.0 * math.cos(math.acos(0.5) + 0.5), rel=1e-5)
+    assert af[0, 1].item() == pytest.approx(2.0)  # non-target logits untouched
+
+
+def test_arcface_is_finite_at_the_poles() -> None:
+    cos = torch.tensor([[1.0, -1.0], [-1.0, 1.0]], requires_grad=True)
+    logits = arcface_logits(cos, torch.tensor([0, 0]), 0.5, 30.0)
+    F.cross_entropy(logits, torch.tensor([0, 0])).backward()
+    assert torch.isfinite(logits).all() and torch.isfinite(cos.grad).all()
+
+
+def test_center_loss_is_added_and_pulls_embeddings_to_their_center() -> None:
+    centers = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    emb = torch.tensor([[3.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    target = torch.tensor([0, 1])
+    per = center_loss(emb, centers, target)
+    assert torch.allclose(per, torch.tensor([2.0, 2.0]))  # 0.5 * ||e - c_y||^2
+    out = {"logits": torch.zeros(2, 2), "embedding": emb, "centers": centers}
+    with_c = make_task(center_loss_weight=0.1).per_sample_loss(out, target)
+    without = make_task().per_sample_loss(out, target)
+    assert torch.allclose(with_c - without, 0.1 * per)
+    with_c.sum().backward()
+    moved = emb.detach() - 1.0 * emb.grad
+    before = (emb.detach() - centers).norm(dim=1)
+    after = (moved - centers).norm(dim=1)
+    assert (after < before).all()
+
+
+def test_center_loss_training_tightens_classes() -> None:
+    torch.manual_seed(0)
+    task = make_task(center_loss_weight=1.0, embedding_dim=EMB, embedding_bn=False)
+    head = task.build_head(FEAT, {"num_classes": 3})
+    x = torch.randn(30, FEAT)
+    y = torch.arange(30) % 3
+
+    def spread() -> float:
+        with torch.no_grad():
+            e = head(x)["embedding"]
+        return sum(float((e[y == k] - e[y == k].mean(0)).pow(2).sum()) for k in range(3))
+
+    before = spread()
+    for _ in range(20):  # plain gradient steps (torch.optim's first use is slow to import)
+        head.zero_grad()
+        task.loss(head(x), y).backward()
+        with torch.no_grad():
+            for p in head.parameters():
+                p -= 0.05 * p.grad
+    assert spread() < before
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValidationError, match="margin_value"):
+        FaceIdentityTask.Options(margin_value=0.2)
+    with pytest.raises(ValidationError):
+        FaceIdentityTask.Options(margin="sphereface")
+    assert FaceIdentityTask.Options(margin="cosface", margin_value=0.2).resolved_margin == 0.2
+
+
+def test_step_metric_is_a_tensor_over_labelled_samples() -> None:
+    task = make_task()
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 2.0]])
+    out = {"logits": logits, "embedding": torch.zeros(4, 2)}
+    acc = task.step_metric(out, torch.tensor([0, 0, MISSING_LABEL, 1]))
+    assert isinstance(acc, torch.Tensor)
+    assert acc.item() == pytest.approx(2 / 3)
+    assert task.step_metric(out, torch.full((4,), MISSING_LABEL)).item() == 0.0
+
+
+# --- the meter ----------------------------------------------------------------------------------
+def separated_set(subjects: int = 4, expressions: int = 3, frames: int = 3, noise: float = 0.05):
+    """Embeddings near one axis per person; every sample carries subject/expression/index meta."""
+    g = torch.Generator().manual_seed(0)
+    rows = [(s, e) for s in range(subjects) for e in range(expressions) for _ in range(frames)]
+    subj = torch.tensor([s for s, _ in rows])
+    expr = torch.tensor([e for _, e in rows])
+    emb = F.one_hot(subj, subjects + 2).float() + noise * torch.randn(
+        len(rows), subjects + 2, generator=g
+    )
+    return emb, subj, expr
+
+
+def feed(meter, emb, subj, expr, target, batches):
+    for idx in batches:
+        out = {"logits": F.one_hot(subj[idx], 4).float(), "embedding": emb[idx]}
+        meta = {"subject": subj[idx], "expression": expr[idx], "index": idx, "sequence": subj[idx]}
+        meter.update(out, target[idx], {"input": None, "targets": {}, "meta": meta})
+
+
+def test_meter_on_separated_unseen_people() -> None:
+    emb, subj, expr = separated_set()
+    task = make_task()
+    meter = task.new_meter()
+    target = torch.full_like(subj, MISSING_LABEL)  # held-out people: no identity class
+    feed(meter, emb, subj, expr, target, torch.arange(len(subj)).split(5))
+    m = meter.compute()
+    assert "identification_accuracy" not in m
+    assert m["verification_accuracy"] == 1.0 and m["verification_auc"] == 1.0
+    assert m["num_pairs"] == 2 * 4 * math.comb(9, 2)  # every positive, as many negatives
+    assert m[TAR_METRIC] == 1.0  # 144 negatives: measurable
+    assert {s.name for s in task.metrics()} >= set(m) - {"num_pairs"}
+
+
+def test_meter_omits_tar_with_few_negatives_and_reports_identification() -> None:
+    emb, subj, expr = separated_set(subjects=3, expressions=2, frames=2)
+    meter = make_task().new_meter()
+    target = subj.clone()
+    target[::2] = MISSING_LABEL
+    feed(meter, emb, subj, expr, target, [torch.arange(len(subj))])
+    m = meter.compute()
+    assert TAR_METRIC not in m  # 3 * C(4, 2) = 18 negatives < 100
+    assert m["identification_accuracy"] == 1.0 and m["identification_count"] == 6
+    assert m["verification_accuracy"] == 1.0
+
+
+def test_meter_does_not_depend_on_batch_order() -> None:
+    emb, subj, expr = separated_set(noise=0.8)  # overlapping: accuracy below 1
+    idx = list(range(len(subj)))
+    a, b = make_task(max_pairs=100).new_meter(), make_task(max_pairs=100).new_meter()
+    feed(a, emb, subj, expr, subj, torch.tensor(idx).split(4))
+    random.Random(0).shuffle(idx)
+    feed(b, emb, subj, expr, subj, torch.tensor(idx).split(7))
+    ma, mb = a.compute(), b.compute()
+    assert ma == mb and ma["num_pairs"] == 100
+    assert ma["verification_accuracy"] < 1.0
+
+
+def test_meter_without_meta_pairs_labelled_samples() -> None:
+    emb, subj, _ = separated_set()
+    meter = make_task().new_meter()
+    meter.update({"logits": F.one_hot(subj, 4).float(), "embedding": emb}, subj, {})
+    m = meter.compute()
+    assert m["verification_accuracy"] == 1.0 and m["identification_accuracy"] == 1.0
+    assert make_task().new_meter().compute() == {"num_pairs": 0.0}
