@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import tomllib
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mtlkit.errors import ConfigError, RegistryError
 from mtlkit.options import Options
@@ -86,6 +93,14 @@ class TrainerConfig(_Strict):
     select_metric: str | None = Field(None, description="'task/metric' on the val split")
     on_nonfinite: Literal["error", "skip"] = "error"
     plot: bool = True
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        """YAML reads a bare ``on``/``off`` as a boolean; accept that spelling."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
 
 
 class RunConfig(_Strict):

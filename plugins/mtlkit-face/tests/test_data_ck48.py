@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,11 @@ from PIL import Image
 from mtlkit.errors import DataError
 from mtlkit.task import MISSING_LABEL
 
+from .conftest import ck48_root
+
 EXPR = ["anger", "happy", "surprise"]
 
 
-def ck48_root() -> Path | None:
-    """The real CK+48 (MTLKIT_CK48, else ../shared/datasets/ck48 next to the repo), if present."""
-    env = os.environ.get("MTLKIT_CK48")
-    repo = Path(__file__).resolve().parents[3]
-    root = Path(env) if env else repo / ".." / "shared" / "datasets" / "ck48"
-    return root if root.is_dir() else None
 
 
 def fake_ck48(root: Path, subjects: int = 6, frames: int = 2) -> Path:

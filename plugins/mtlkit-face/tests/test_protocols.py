@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from mtlkit_face.data.protocols import (
@@ -19,15 +16,11 @@ from mtlkit_face.data.records import FaceRecord, RecordTable, index_records, nat
 
 from mtlkit.errors import DataError
 
+from .conftest import ck48_root
+
 EXPR = ["anger", "happy", "surprise"]
 
 
-def ck48_root() -> Path | None:
-    """The real CK+48 (MTLKIT_CK48, else ../shared/datasets/ck48 next to the repo), if present."""
-    env = os.environ.get("MTLKIT_CK48")
-    repo = Path(__file__).resolve().parents[3]
-    root = Path(env) if env else repo / ".." / "shared" / "datasets" / "ck48"
-    return root if root.is_dir() else None
 
 
 def make_table(seqs_per_subject: list[int], frames: int = 3) -> RecordTable:

@@ -1,0 +1,55 @@
+"""End to end through the CLI: the shipped configs train for one epoch and report every metric."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mtlkit.cli import main
+
+REPO = Path(__file__).resolve().parents[3]
+
+pytest.importorskip("mtlkit_timm")
+pytest.importorskip("mtlkit_dynamic")
+
+
+def _overrides(tmp_path: Path) -> list[str]:
+    small = [
+        f"output_dir={tmp_path / 'run'}",
+        "trainer.epochs=1",
+        "trainer.progress=off",
+        "backbone.model_name=test_resnet",
+    ]
+    return [x for o in small for x in ("-o", o)]
+
+
+def test_demo_config_is_valid() -> None:
+    assert main(["config", "validate", str(REPO / "configs" / "demo.yaml")]) == 0
+
+
+def test_demo_one_epoch_on_synthetic_faces(tmp_path: Path) -> None:
+    args = ["train", str(REPO / "configs" / "demo.yaml"), *_overrides(tmp_path)]
+    args += ["-o", "data.num_identities=10"]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    test = results["metrics"]["test"]
+    assert {"verification_accuracy", "verification_auc"} <= set(test["face_identity"])
+    assert {"accuracy", "macro_f1"} <= set(test["expression"])
+    assert (tmp_path / "run" / "training.png").stat().st_size > 0
+    assert (tmp_path / "run" / "test_expression_confusion.csv").exists()
+
+
+def test_ck48_one_epoch(tmp_path: Path, ck48: Path) -> None:
+    args = ["train", str(REPO / "configs" / "ck48.yaml"), *_overrides(tmp_path)]
+    args += ["-o", f"data.root={ck48}", "-o", "trainer.plot=false"]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["data"]["dataset"] == "ck48"
+    assert results["data"]["protocol"] == "subject-kfold"
+    test = results["metrics"]["test"]
+    assert 0.0 <= test["expression"]["accuracy"] <= 1.0
+    assert test["face_identity"]["num_pairs"] > 100
+    # the held-out subjects are never training identities
+    assert "identification_accuracy" not in test["face_identity"]
