@@ -289,6 +289,7 @@ class GradientEngine:
             )
             self._flat_into(grads[i], g[:n_shared], self.shared)
             head_grads.append(g[n_shared:])
+            del g  # free this task's shared gradients now: only the [T, D] buffer keeps them
         # mean over ranks of per-task gradients of local mean losses = gradients of the global loss
         D.all_mean_(self._unscale_(grads))
         inp = self._input(losses, outputs, batch, features.detach(), grads, step, epoch)

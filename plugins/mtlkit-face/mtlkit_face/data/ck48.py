@@ -36,6 +36,18 @@ def parse_path(path: str | Path) -> FaceRecord:
     return FaceRecord(subject, sequence, p.parent.name, path=str(p), frame=frame)
 
 
+def check_sequences(records: list[FaceRecord]) -> None:
+    """A CK+ sequence has one emotion label: frames of it in two expression folders conflict."""
+    first: dict[str, FaceRecord] = {}
+    for r in records:
+        seen = first.setdefault(r.sequence, r)
+        if seen.expression != r.expression:
+            raise DataError(
+                f"ck48: sequence {r.sequence!r} is labelled both {seen.expression!r} ({seen.path})"
+                f" and {r.expression!r} ({r.path}); a sequence has one expression"
+            )
+
+
 class CK48Options(FaceDataOptions):
     root: str | None = None
     """The CK+48 folder; None: the MTLKIT_CK48 environment variable."""
@@ -73,14 +85,16 @@ class CK48Data(FaceDataModule):
         skipped: list[str] = []
         for expression in wanted:
             for entry in sorted(os.scandir(root / expression), key=lambda e: natural_key(e.name)):
-                if entry.name.startswith(".") or not entry.is_file():
-                    continue
+                if entry.name.startswith(".") or (entry.is_dir() and not _NAME.match(entry.name)):
+                    continue  # hidden files and sub-folders; a folder or dangling link named
+                    # like an image is kept, so decoding reports it (under on_bad_image)
                 try:
                     records.append(parse_path(entry.path))
                 except DataError as e:
                     if self.options.on_bad_image == "error":
                         raise
                     skipped.append(str(e))
+        check_sequences(records)
         self._root = root
         return records, skipped
 

@@ -14,6 +14,7 @@ one process decode each file once.
 from __future__ import annotations
 
 import os
+import stat
 from collections import OrderedDict
 
 import numpy as np
@@ -74,43 +75,58 @@ def to_channels(im: Image.Image, chans: int) -> Image.Image:
     return im.convert(target)
 
 
-def open_image(path: str) -> Image.Image:
-    """Open and fully decode ``path``, naming the file and the reason on failure."""
+def _open(path: str) -> Image.Image:
+    """Open ``path`` lazily (header only), naming the file and the reason on failure.
+
+    Anything but a regular file is refused before PIL sees it: a folder, a dangling symlink, or a
+    pipe/device (which could block or never end). Every exception PIL raises on a malformed file
+    becomes a ``BadImage``: a bad file is the data's fault, never a traceback from inside PIL.
+    """
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
     except FileNotFoundError:
+        if os.path.islink(path):
+            raise BadImage(path, f"is a broken symbolic link (to {os.readlink(path)!r})") from None
         raise BadImage(path, "file does not exist") from None
     except OSError as e:
         raise BadImage(path, f"cannot be read ({e.strerror or e})") from None
-    if os.path.isdir(path):
+    if stat.S_ISDIR(st.st_mode):
         raise BadImage(path, "is a folder, not an image")
-    if size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        raise BadImage(path, "is not a regular file (a pipe, socket or device)")
+    if st.st_size == 0:
         raise BadImage(path, "file is empty (0 bytes)")
     try:
-        im = Image.open(path)
+        return Image.open(path)
     except UnidentifiedImageError:
         raise BadImage(path, "is not an image PIL can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise BadImage(path, f"cannot be opened ({e})") from None
+    except Image.DecompressionBombError as e:
+        raise BadImage(path, f"is too large to decode safely ({e})") from None
+    except OSError as e:
+        raise BadImage(path, f"cannot be opened ({e.strerror or e})") from None
+    except Exception as e:  # SyntaxError, ValueError, struct.error...: a malformed header
+        raise BadImage(path, f"cannot be opened ({type(e).__name__}: {e})") from None
+
+
+def open_image(path: str) -> Image.Image:
+    """Open and fully decode ``path``, naming the file and the reason on failure."""
+    im = _open(path)
     try:
         im.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        im.close()
-        reason = "truncated" if "truncat" in str(e).lower() else "corrupt"
-        raise BadImage(path, f"is {reason} ({e})") from None
     except Image.DecompressionBombError as e:
         im.close()
         raise BadImage(path, f"is too large to decode safely ({e})") from None
+    except Exception as e:  # OSError, SyntaxError, EOFError, ValueError... from the decoder
+        im.close()
+        reason = "truncated" if "truncat" in str(e).lower() else "corrupt"
+        raise BadImage(path, f"is {reason} ({e or type(e).__name__})") from None
     return im
 
 
 def image_size(path: str) -> tuple[int, int]:
     """(height, width) of an image, read from its header only."""
-    try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except (OSError, SyntaxError, ValueError) as e:
-        raise BadImage(path, f"cannot be opened ({e})") from None
+    with _open(path) as im:
+        return im.height, im.width
 
 
 def decode(path: str, chans: int, size: tuple[int, int]) -> np.ndarray:
@@ -130,7 +146,7 @@ def decode(path: str, chans: int, size: tuple[int, int]) -> np.ndarray:
             if (im.height, im.width) != size:
                 im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
-        except (ValueError, OSError) as e:
+        except Exception as e:  # ValueError, OSError...: PIL has no conversion for this mode
             raise BadImage(path, f"mode {src.mode!r} cannot be converted ({e})") from None
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     arr = np.ascontiguousarray(arr)

@@ -3,13 +3,16 @@
 Relative paths resolve against the manifest's folder and may not leave it (checked on the path's
 text, so symlinks inside the folder are allowed). Without a ``sequence`` column, each
 (subject, expression) pair is one sequence, the safe choice for video-frame datasets. Sequence
-ids are namespaced by subject, so "001" of two people are two sequences.
+ids are namespaced by subject, so "001" of two people are two sequences. Labels are case-sensitive,
+so two spellings of one label that differ only in case or spacing ("Happy"/"happy", "s01"/"S01")
+are refused: they would silently become two classes or two people.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,11 @@ def _inside(path: str, folder: str) -> bool:
     return os.path.commonpath([path, folder]) == folder
 
 
+def _fold(label: str) -> str:
+    """The form two spellings of one label share: NFKC, case-folded, single spaces."""
+    return " ".join(unicodedata.normalize("NFKC", label).casefold().split())
+
+
 def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[FaceRecord]:
     """Parse and check the manifest; each error names the file, the line and the reason."""
     if not manifest.is_file():
@@ -40,6 +48,7 @@ def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[
     allowed = set(expressions) if expressions is not None else None
     records: list[FaceRecord] = []
     first_line: dict[str, int] = {}
+    spelling: dict[tuple[str, str], tuple[str, int]] = {}
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -83,6 +92,14 @@ def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[
                         f"{where}: unknown expression {expression!r}; expected one of"
                         f" {expressions}"
                     )
+                for column in ("subject", "expression"):
+                    value = cells[column]
+                    first, at = spelling.setdefault((column, _fold(value)), (value, line))
+                    if first != value:
+                        raise DataError(
+                            f"{where}: {column} {value!r} differs from {first!r} (line {at}) only"
+                            f" in case or spacing; write one label the same way on every row"
+                        )
                 subject = cells["subject"]
                 sequence = cells.get("sequence", expression)
                 records.append(
@@ -96,6 +113,8 @@ def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[
                 )
     except UnicodeDecodeError as e:
         raise DataError(f"{manifest}: not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise DataError(f"{manifest}: cannot be read ({e.strerror or e})") from None
     except csv.Error as e:
         raise DataError(f"{manifest}: malformed CSV ({e})") from None
     if not records:
