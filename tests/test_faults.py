@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -40,6 +41,7 @@ def _logged_steps(path: Path) -> int:
         return 0
 
 
+@pytest.mark.bad_input("kill -9 during training")
 def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path: Path) -> None:
     full = _train(_config(tmp_path, "full"))
     assert full.wait(timeout=300) == 0, full.stderr.read().decode() if full.stderr else ""

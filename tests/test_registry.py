@@ -40,12 +40,14 @@ def test_unknown_name_lists_names_and_closest(host: PluginHost) -> None:
     assert "did you mean 'equal'" in msg
 
 
+@pytest.mark.bad_input("broken plugin")
 @pytest.mark.parametrize("bad", ["", "Upper", "9x", "has space", "a.b"])
 def test_invalid_names_rejected(bad: str) -> None:
     with pytest.raises(RegistryError, match="invalid weighter name"):
         WeighterRegistry().add(bad, "pkg.mod:Cls")
 
 
+@pytest.mark.bad_input("broken plugin")
 def test_invalid_target_rejected() -> None:
     reg = WeighterRegistry()
     with pytest.raises(RegistryError, match="not of the form"):
@@ -54,12 +56,14 @@ def test_invalid_target_rejected() -> None:
         reg.add("x", 42)  # type: ignore[arg-type]
 
 
+@pytest.mark.bad_input("broken plugin")
 def test_class_not_implementing_interface() -> None:
     reg = WeighterRegistry()
     with pytest.raises(RegistryError, match="does not subclass"):
         reg.add("x", dict)
 
 
+@pytest.mark.bad_input("broken plugin")
 def test_lazy_target_checked_on_resolve() -> None:
     reg = WeighterRegistry()
     reg.add("missing", "no_such_module_abc:Thing")
@@ -70,6 +74,7 @@ def test_lazy_target_checked_on_resolve() -> None:
         reg.resolve("wrong")
 
 
+@pytest.mark.bad_input("broken plugin")
 def test_collision_names_both_distributions(host: PluginHost) -> None:
     clash = ClashPlugin()
     host.add(clash, "clashy", dist="mtlkit-clashy", version="9.9")
@@ -83,6 +88,7 @@ def test_collision_names_both_distributions(host: PluginHost) -> None:
     assert "mtlkit-clashy (plugin 'clashy')" in str(err.value)
 
 
+@pytest.mark.bad_input("broken plugin")
 def test_collision_fatal_in_strict_mode(host: PluginHost, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MTLKIT_STRICT_PLUGINS", "1")
     host.add(ClashPlugin(), "clashy", dist="mtlkit-clashy")
@@ -90,6 +96,7 @@ def test_collision_fatal_in_strict_mode(host: PluginHost, monkeypatch: pytest.Mo
         host.weighters.names()
 
 
+@pytest.mark.bad_input("broken plugin")
 def test_raising_hook_isolated_and_rolled_back(host: PluginHost) -> None:
     host.add(RaisingPlugin(), "raiser", dist="mtlkit-raiser")
     host.add(TestPlugin(), "good", dist="mtlkit-good")
@@ -123,6 +130,7 @@ def fake_dists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     sys.modules.pop("fake_good_plugin", None)
 
 
+@pytest.mark.bad_input("broken plugin")
 def test_broken_entry_point_isolated(fake_dists: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MTLKIT_STRICT_PLUGINS", raising=False)
     monkeypatch.delenv("MTLKIT_DISABLE_PLUGINS", raising=False)
@@ -137,6 +145,7 @@ def test_broken_entry_point_isolated(fake_dists: Path, monkeypatch: pytest.Monke
     assert good.registers["weighters"] == ["from-good-dist"]
 
 
+@pytest.mark.bad_input("broken plugin")
 def test_broken_entry_point_fatal_when_strict(
     fake_dists: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

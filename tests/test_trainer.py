@@ -74,6 +74,7 @@ def test_resume_is_bit_identical(tmp_path: Path, host: PluginHost, weighter: dic
     assert steps_full == steps_resumed
 
 
+@pytest.mark.bad_input("checkpoint")
 def test_interrupted_checkpoint_write_keeps_previous(tmp_path: Path) -> None:
     path = tmp_path / "last.pt"
     save_checkpoint({"x": torch.ones(3)}, path)
@@ -91,6 +92,7 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
 
 
+@pytest.mark.bad_input("checkpoint")
 def test_malicious_pickle_refused(tmp_path: Path) -> None:
     class Evil:
         def __reduce__(self):
@@ -102,6 +104,7 @@ def test_malicious_pickle_refused(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
+@pytest.mark.bad_input("checkpoint")
 def test_corrupt_checkpoint_reported(tmp_path: Path) -> None:
     path = tmp_path / "bad.pt"
     path.write_bytes(b"not a checkpoint")
@@ -121,6 +124,7 @@ def test_csv_log_and_step_scheduler(tmp_path: Path, host: PluginHost) -> None:
     assert rows[-1]["lr"] == pytest.approx(0.005)
 
 
+@pytest.mark.bad_input("non-finite loss")
 def test_nonfinite_loss_stops_with_task_and_step(tmp_path: Path, host: PluginHost) -> None:
     trainer = Trainer(load_config(data=tiny_config(tmp_path)), host)
     trainer.data.train.inputs[5:] = float("nan")
@@ -128,6 +132,7 @@ def test_nonfinite_loss_stops_with_task_and_step(tmp_path: Path, host: PluginHos
         trainer.fit()
 
 
+@pytest.mark.bad_input("non-finite loss")
 def test_nonfinite_skip_policy_counts(tmp_path: Path, host: PluginHost) -> None:
     trainer = Trainer(load_config(data=tiny_config(tmp_path, trainer__on_nonfinite="skip")), host)
     bad = trainer.data.train.inputs

@@ -12,17 +12,32 @@ if TYPE_CHECKING:
 
 @hookimpl
 def register_tasks(registry: Registry) -> None:
-    registry.add("face_identity", "mtlkit_face.tasks.identity:FaceIdentityTask",
-                 summary="identity classification + L2 embedding for verification")
-    registry.add("expression", "mtlkit_face.tasks.expression:ExpressionTask",
-                 summary="facial-expression classification")
+    registry.add(
+        "face_identity",
+        "mtlkit_face.tasks.identity:FaceIdentityTask",
+        summary="identity classification + L2 embedding for verification",
+    )
+    registry.add(
+        "expression",
+        "mtlkit_face.tasks.expression:ExpressionTask",
+        summary="facial-expression classification",
+    )
 
 
 @hookimpl
 def register_datasets(registry: Registry) -> None:
-    registry.add("ck48", "mtlkit_face.data.ck48:CK48Data",
-                 summary="CK+48 folder layout <expression>/S<subj>_<seq>_<frame>.png")
-    registry.add("manifest", "mtlkit_face.data.manifest:ManifestData",
-                 summary="CSV manifest path,subject,expression[,sequence]")
-    registry.add("synthetic_faces", "mtlkit_face.data.synthetic:SyntheticFacesData",
-                 summary="deterministic drawn faces (identity x expression)")
+    registry.add(
+        "ck48",
+        "mtlkit_face.data.ck48:CK48Data",
+        summary="CK+48 folder layout <expression>/S<subj>_<seq>_<frame>.png",
+    )
+    registry.add(
+        "manifest",
+        "mtlkit_face.data.manifest:ManifestData",
+        summary="CSV manifest path,subject,expression[,sequence]",
+    )
+    registry.add(
+        "synthetic_faces",
+        "mtlkit_face.data.synthetic:SyntheticFacesData",
+        summary="deterministic drawn faces (identity x expression)",
+    )

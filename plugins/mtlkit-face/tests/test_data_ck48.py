@@ -18,8 +18,6 @@ from .conftest import ck48_root
 EXPR = ["anger", "happy", "surprise"]
 
 
-
-
 def fake_ck48(root: Path, subjects: int = 6, frames: int = 2) -> Path:
     """Tiny generated PNGs in the CK+48 layout: every subject shows every expression."""
     for e, expr in enumerate(EXPR):
@@ -188,8 +186,13 @@ def test_real_ck48() -> None:
     assert tuple(splits.train.inputs.shape[1:]) == (1, 48, 48)
     counts = np.bincount(data.table.expression_idx, minlength=7).tolist()
     assert dict(zip(data.table.expressions, counts)) == {
-        "anger": 135, "contempt": 54, "disgust": 177, "fear": 75,
-        "happy": 207, "sadness": 84, "surprise": 249,
+        "anger": 135,
+        "contempt": 54,
+        "disgust": 177,
+        "fear": 75,
+        "happy": 207,
+        "sadness": 84,
+        "surprise": 249,
     }
     assert splits.info["face_identity"]["num_classes"] == s["splits"]["train"]["subjects"]
     assert s["splits"]["test"]["subjects"] == 12  # fold 0 of KFold(10) over 118 subjects

@@ -68,8 +68,12 @@ def test_sequence_holdout_is_closed_set() -> None:
 
 def test_layout_and_custom_expressions() -> None:
     _, splits = make(
-        ["expression"], {"input_size": (1, 40, 56)}, expressions=["calm", "smile", "yawn"],
-        num_identities=4, num_folds=2, frames_per_sequence=1,
+        ["expression"],
+        {"input_size": (1, 40, 56)},
+        expressions=["calm", "smile", "yawn"],
+        num_identities=4,
+        num_folds=2,
+        frames_per_sequence=1,
     )
     assert tuple(splits.train.inputs.shape[1:]) == (1, 40, 56)
     assert splits.info["expression"]["class_names"] == ["calm", "smile", "yawn"]
@@ -88,8 +92,12 @@ def small_cnn(out: int) -> nn.Module:
         return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2)]
 
     return nn.Sequential(
-        *block(1, 16), *block(16, 32), *block(32, 64),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, out),
+        *block(1, 16),
+        *block(16, 32),
+        *block(32, 64),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, out),
     )
 
 

@@ -21,8 +21,6 @@ from .conftest import ck48_root
 EXPR = ["anger", "happy", "surprise"]
 
 
-
-
 def make_table(seqs_per_subject: list[int], frames: int = 3) -> RecordTable:
     """Subject i has seqs_per_subject[i] sequences, sequence j showing expression j % 3."""
     records = []

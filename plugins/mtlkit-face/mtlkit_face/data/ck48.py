@@ -19,9 +19,7 @@ def parse_name(name: str) -> tuple[str, str, int]:
     """``"S010_004_00000017.png"`` -> ``("S010", "S010_004", 17)``; DataError naming the file."""
     m = _NAME.match(name)
     if m is None:
-        raise DataError(
-            f"{name!r} does not match S<subject>_<sequence>_<frame>.<png|jpg|bmp|tif>"
-        )
+        raise DataError(f"{name!r} does not match S<subject>_<sequence>_<frame>.<png|jpg|bmp|tif>")
     subject, seq, frame = m.groups()
     return subject, f"{subject}_{seq}", int(frame)
 

@@ -89,8 +89,7 @@ def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[
                 expression = cells["expression"]
                 if allowed is not None and expression not in allowed:
                     raise DataError(
-                        f"{where}: unknown expression {expression!r}; expected one of"
-                        f" {expressions}"
+                        f"{where}: unknown expression {expression!r}; expected one of {expressions}"
                     )
                 for column in ("subject", "expression"):
                     value = cells[column]

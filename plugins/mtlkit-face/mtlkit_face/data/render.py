@@ -31,8 +31,15 @@ _KNOWN: dict[str, tuple[float, ...]] = {
     "sadness": (-0.18, 0.22, 0.0, 0.0, 0.04, -0.13, 0.8),
     "surprise": (0.0, 0.14, 0.22, 0.0, 0.16, 0.0, 1.6),
 }
-_RANGES = ((-0.18, 0.22), (0.14, 0.32), (0.0, 0.22), (-0.16, 0.16), (-0.06, 0.16), (-0.13, 0.12),
-           (0.35, 1.6))
+_RANGES = (
+    (-0.18, 0.22),
+    (0.14, 0.32),
+    (0.0, 0.22),
+    (-0.16, 0.16),
+    (-0.06, 0.16),
+    (-0.13, 0.12),
+    (0.35, 1.6),
+)
 
 
 def expression_params(names: list[str]) -> np.ndarray:
@@ -70,8 +77,11 @@ class FrameSpec:
     def take(self, rows: slice) -> FrameSpec:
         """The factors of ``rows`` only (images are drawn in chunks to bound memory)."""
         return FrameSpec(
-            self.identity[rows], self.expression[rows], self.pose[rows],
-            self.intensity[rows], self.background[rows],
+            self.identity[rows],
+            self.expression[rows],
+            self.pose[rows],
+            self.intensity[rows],
+            self.background[rows],
         )
 
 
@@ -159,9 +169,7 @@ def draw(spec: FrameSpec, size: int, chans: int) -> Tensor:
     return img.clamp(0, 1)
 
 
-def finish(
-    img: Tensor, size: tuple[int, int], noise: float, gen: torch.Generator
-) -> Tensor:
+def finish(img: Tensor, size: tuple[int, int], noise: float, gen: torch.Generator) -> Tensor:
     """Add pixel noise (at drawing resolution, cheaper), resize to ``size`` (H, W), quantise."""
     if noise > 0:
         img = img + noise * torch.randn(img.shape, generator=gen)

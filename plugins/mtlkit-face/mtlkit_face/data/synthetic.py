@@ -65,8 +65,13 @@ class SyntheticFacesData(FaceDataModule):
             for e in self._names():
                 for f in range(o.frames_per_sequence):
                     records.append(
-                        FaceRecord(subject, f"{subject}_{e}", e, frame=f,
-                                   origin=f"synthetic {subject} {e} frame {f}")
+                        FaceRecord(
+                            subject,
+                            f"{subject}_{e}",
+                            e,
+                            frame=f,
+                            origin=f"synthetic {subject} {e} frame {f}",
+                        )
                     )
         return records, []
 
