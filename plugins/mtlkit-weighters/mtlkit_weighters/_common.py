@@ -1,0 +1,87 @@
+"""Shared pieces: the base of the gradient-combining weighters and option helpers."""
+
+from __future__ import annotations
+
+import zlib
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from mtlkit.options import Options
+from mtlkit.weighter import Needs, Update, Weighter, WeighterInput
+from mtlkit_weighters._solvers import RowCombiner, gram
+
+
+class RepOptions(Options):
+    """Options of a weighter that can read representation gradients instead of parameter ones."""
+
+    rep: bool = False
+    """Use the gradients w.r.t. the shared representation (the "UB" variant: one trunk backward,
+    T head backwards) instead of the gradients w.r.t. the shared parameters (T trunk backwards)."""
+
+
+class LRGroupOptions(Options):
+    """Options of a weighter that owns parameters stepped by the main optimizer."""
+
+    lr: float | None = Field(None, gt=0.0)
+    """Learning rate of the weighter's own parameter group; None: the main optimizer's."""
+
+
+def own_param_groups(weighter: Weighter, lr: float | None) -> list[dict[str, Any]]:
+    """One param group for the weighter's parameters, never weight-decayed, with its own lr."""
+    params = [p for p in weighter.parameters() if p.requires_grad]
+    if not params:
+        return []
+    group: dict[str, Any] = {"params": params, "weight_decay": 0.0}
+    if lr is not None:
+        group["lr"] = lr
+    return [group]
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from its parts, identical across processes (unlike ``hash``)."""
+    text = "/".join(str(p) for p in parts).encode()
+    return (zlib.crc32(text) << 31 | zlib.crc32(text[::-1])) & (2**63 - 1)
+
+
+class GramWeighter(Weighter):
+    """Base of the methods whose update is a linear combination ``sum_i w_i g_i`` of the task
+    gradients, with ``w`` computed from the T x T Gram matrix ``K = G G^T`` only.
+
+    ``combine`` is: one ``[T, T]`` Gram product and one ``[T] @ [T, D]`` product on the device,
+    around a subclass's ``solve(K, inp) -> w``. ``Update.weights = w`` are the coefficients of the
+    shared update; each head gets ``w_i`` times its own loss gradient (the framework's contract),
+    so the step is the gradient of ``sum_i w_i L_i`` with the shared part replaced by the method's.
+    The ``rep`` option (where offered) switches ``needs`` to representation gradients. The
+    combined gradient is written into a buffer reused from step to step (``RowCombiner``).
+    """
+
+    needs = Needs(grads="parameters")
+
+    def __init__(self, task_names: Sequence[str], options: Options | None = None) -> None:
+        super().__init__(task_names, options)
+        self.combine_rows = RowCombiner()
+        if getattr(self.options, "rep", False):
+            base = type(self).needs
+            self.needs = Needs(
+                grads="representation", features=base.features, after_step=base.after_step,
+                counters=base.counters, step_metrics=base.step_metrics,
+            )
+
+    @abstractmethod
+    def solve(self, k: Tensor, inp: WeighterInput) -> Tensor:
+        """Task weights ``[T]`` (on ``k``'s device) from the Gram matrix ``k``."""
+
+    def combine(self, inp: WeighterInput) -> Update:
+        grads = inp.grads
+        if grads is None:
+            raise ValueError(f"{type(self).__name__} needs per-task gradients (needs.grads)")
+        if self.num_tasks == 1:
+            w = self.record(torch.ones(1, device=grads.device))
+            return Update(weights=w, grad=self.combine_rows(w, grads))
+        w = self.record(self.solve(gram(grads), inp))
+        return Update(weights=w, grad=self.combine_rows(w, grads))

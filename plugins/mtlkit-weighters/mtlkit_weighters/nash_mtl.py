@@ -1,0 +1,83 @@
+"""Nash-MTL: Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik & Fetaya, "Multi-Task Learning
+as a Bargaining Game", ICML 2022 (arXiv 2202.01017).
+
+The update ``d = sum_i a_i g_i`` is the Nash bargaining solution: ``a > 0`` solves
+
+    G G^T a = 1 / a   (elementwise),
+
+so that every task's directional derivative ``g_i . d = 1 / a_i`` is positive. As in the
+reference code the Gram matrix is first divided by its Frobenius norm (the weights are then
+comparable across steps), and the combined shared gradient is clipped to ``max_norm`` (the
+reference clips the shared parameters' gradient after the backward; ``max_norm: null`` turns it
+off; the clip is folded into the coefficients through the Gram matrix: no extra pass over the
+gradients, no host sync).
+
+The equation is solved by damped Newton on the convex potential ``a^T K a / 2 - sum log a``
+(``_solvers.nash_weights``; the reference uses cvxpy's concave-convex procedure), warm-started
+from the previous step's weights, which are a buffer (resume is exact). It needs ONE copy of the
+T x T Gram matrix (and the T previous weights) to the CPU per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from mtlkit.options import Options
+from mtlkit.weighter import Needs, Update, WeighterInput
+from mtlkit_weighters._common import GramWeighter
+from mtlkit_weighters._solvers import gram, nash_weights, to_device, to_host
+
+
+class NashMTLOptions(Options):
+    max_iter: int = Field(20, gt=0)
+    """Newton iterations per step (the reference's ``optim_niter``)."""
+    tol: float = Field(1e-14, gt=0.0)
+    """Stop when half the squared Newton decrement is below this."""
+    reg: float = Field(1e-6, ge=0.0)
+    """Ridge added to the normalised Gram matrix (keeps the problem bounded at Pareto-stationary
+    points, where the equation has no solution)."""
+    max_norm: float | None = Field(1.0, gt=0.0)
+    """Clip the combined shared gradient to this norm (the reference's 1.0); null: no clipping."""
+
+
+class NashMTLWeighter(GramWeighter):
+    """Nash bargaining over the task gradients (Navon et al. 2022)."""
+
+    Options = NashMTLOptions
+    options: NashMTLOptions
+    needs = Needs(grads="parameters")
+
+    def __init__(self, task_names: Sequence[str], options: NashMTLOptions | None = None) -> None:
+        super().__init__(task_names, options)
+        self.register_buffer("alpha", torch.ones(self.num_tasks))
+
+    def solve(self, k: Tensor, inp: WeighterInput) -> Tensor:
+        host, start = to_host(k, self.alpha)
+        norm = float(np.linalg.norm(host))
+        if not np.isfinite(norm) or norm <= 0:
+            a = np.ones(self.num_tasks)
+        else:
+            a = nash_weights(host / norm, start, self.options.max_iter, self.options.tol,
+                             self.options.reg)
+        w = to_device(a, k)
+        self.alpha.copy_(w)
+        return w
+
+    def combine(self, inp: WeighterInput) -> Update:
+        grads = inp.grads
+        if grads is None:
+            raise ValueError("nash_mtl needs per-task gradients (needs.grads)")
+        k = gram(grads)
+        w = self.record(self.solve(k, inp))
+        coef = w
+        if self.options.max_norm is not None:
+            # ||sum_i w_i g_i||^2 = w^T K w: the clip folds into the coefficients (the heads keep
+            # their weights, as the reference clips the shared parameters only)
+            norm = (w.to(k.dtype) @ k @ w.to(k.dtype)).clamp_min(0).sqrt().to(w.dtype)
+            coef = w * (self.options.max_norm / (norm + 1e-6)).clamp(max=1.0)
+        return Update(weights=w, grad=self.combine_rows(coef, grads))

@@ -1,0 +1,85 @@
+"""PCGrad: Yu, Kumar, Gupta, Levine, Hausman & Finn, "Gradient Surgery for Multi-Task Learning",
+NeurIPS 2020 (arXiv 2001.06782).
+
+For each task i, over the other tasks j in random order: if ``g_i . g_j < 0`` then
+``g_i <- g_i - (g_i . g_j / ||g_j||^2) g_j`` (``g_j`` the original, unprojected gradient); the
+shared update is the sum of the projected gradients.
+
+Every projected gradient stays in the span of the original ones, so it is tracked as a row of a
+T x T coefficient matrix ``C`` (``g_i^pc = sum_j C_ij g_j``) and every dot product comes from the
+Gram matrix: ``g_i^pc . g_j = (C K)_ij``. The whole surgery is O(T^3) on T x T tensors on the
+device (no host sync, no copy of the [T, D] buffer), and the update is ``(1^T C) G``: one
+``[T] @ [T, D]`` product. ``Update.weights = 1^T C`` (the coefficient of each raw gradient; all
+ones when nothing conflicts), which also scale the heads' gradients.
+
+The random orders are drawn from a generator seeded by ``(seed, step)`` (``needs.counters``), so
+a resumed run draws the same orders; ``order: fixed`` uses index order instead.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from mtlkit.options import Options
+from mtlkit.weighter import Needs, WeighterInput
+from mtlkit_weighters._common import GramWeighter, stable_seed
+
+
+class PCGradOptions(Options):
+    order: Literal["random", "fixed"] = "random"
+    """Order in which each task projects against the others."""
+    seed: int = 0
+    """Seed of the random orders (combined with the global step)."""
+
+
+def pcgrad_coefficients(k: Tensor, order: Tensor) -> Tensor:
+    """The T x T matrix ``C`` with ``g_i^pc = sum_j C_ij g_j``.
+
+    ``k`` is the Gram matrix; ``order[i]`` lists the T-1 other tasks in the order task i visits
+    them.
+    """
+    t = k.shape[0]
+    eye = torch.eye(t, dtype=k.dtype, device=k.device)
+    coef = eye.clone()
+    rows = torch.arange(t, device=k.device)
+    sq = k.diagonal()
+    tiny = torch.finfo(k.dtype).tiny
+    for r in range(order.shape[1]):
+        j = order[:, r]
+        dots = (coef @ k)[rows, j]  # g_i^pc . g_j
+        sq_j = sq[j]
+        scale = torch.where(
+            (dots < 0) & (sq_j > tiny), dots / sq_j.clamp_min(tiny), torch.zeros_like(dots)
+        )
+        coef = coef - scale[:, None] * eye[j]
+    return coef
+
+
+class PCGradWeighter(GramWeighter):
+    """Project each gradient off the conflicting others, then sum (Yu et al. 2020)."""
+
+    Options = PCGradOptions
+    options: PCGradOptions
+    needs = Needs(grads="parameters", counters=True)
+
+    def orders(self, step: int | None) -> Tensor:
+        """``[T, T-1]``: the other tasks in the order each task visits them at ``step``."""
+        t = self.num_tasks
+        if self.options.order == "fixed" or step is None:
+            keys = torch.arange(t, dtype=torch.float32).repeat(t, 1)
+        else:
+            gen = torch.Generator(device="cpu")
+            gen.manual_seed(stable_seed("pcgrad", self.options.seed, step))
+            keys = torch.rand(t, t, generator=gen)
+        keys.fill_diagonal_(float("inf"))
+        return keys.argsort(dim=1)[:, : t - 1]
+
+    def solve(self, k: Tensor, inp: WeighterInput) -> Tensor:
+        if self.options.order == "random" and inp.step is None:
+            raise ValueError("pcgrad with random orders needs the step counter (needs.counters)")
+        order = self.orders(inp.step).to(k.device, non_blocking=True)
+        coef = pcgrad_coefficients(k if k.device.type == "mps" else k.double(), order)
+        return coef.sum(dim=0).float()
