@@ -278,30 +278,41 @@ class GradientEngine:
         self._guard(losses, step)
         num_tasks = len(self.tasks)
         grads = self._grad_buffer(num_tasks, self.shared_numel, losses)
-        n_shared = len(self.shared)
-        head_grads = []
         for i, params in enumerate(self.head_params):
-            g = torch.autograd.grad(
+            # autograd accumulates in place into .grad: point the shared parameters' .grad at
+            # views of row i, so task i's gradient lands in the buffer with no copy and no
+            # transient D-sized tuple (DDP's reducer hooks stay idle: no DDP forward ran)
+            row = grads[i]
+            row.zero_()
+            self._point_grads_at(row)
+            torch.autograd.backward(
                 self._scaled(per_task[i]),
-                [*self.shared, *params],
+                inputs=[*self.shared, *params],
                 retain_graph=i < num_tasks - 1,
-                allow_unused=True,
             )
-            self._flat_into(grads[i], g[:n_shared], self.shared)
-            head_grads.append(g[n_shared:])
-            del g  # free this task's shared gradients now: only the [T, D] buffer keeps them
+        for p in self.shared:
+            p.grad = None
         # mean over ranks of per-task gradients of local mean losses = gradients of the global loss
         D.all_mean_(self._unscale_(grads))
         inp = self._input(losses, outputs, batch, features.detach(), grads, step, epoch)
         update = self._combine(inp, "grad")
         assert update.grad is not None
         for i, params in enumerate(self.head_params):
-            self._accumulate(params, head_grads[i], update.weights[i])
+            for p in params:
+                if p.grad is not None:
+                    p.grad.mul_(update.weights[i].to(p.grad.dtype))
         scale = self._scale()
         self._apply_flat(update.grad * scale if scale is not None else update.grad)
         if update.loss is not None:
             update.loss.backward()
         return StepResult(losses=losses, weights=update.weights.detach(), input=inp)
+
+    def _point_grads_at(self, row: Tensor) -> None:
+        offset = 0
+        for p in self.shared:
+            n = p.numel()
+            p.grad = row[offset : offset + n].view_as(p)
+            offset += n
 
     def after_step(self, result: StepResult) -> None:
         """Run the weighter's post-step callback if it declared one."""
