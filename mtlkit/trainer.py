@@ -327,7 +327,9 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 s.skipped_nonfinite += 1
                 return None
-            self.save(LAST) if s.step > 0 and not (self.run_dir / LAST).exists() else None
+            if s.step > 0 and not (self.run_dir / LAST).exists():
+                # nothing was stepped with the bad loss: the current state is the last good one
+                self.save(LAST)
             raise NonFiniteLossError(
                 f"{exc} (epoch {s.epoch}); the last good checkpoint is kept in {self.run_dir}"
                 " (set trainer.on_nonfinite=skip to skip such batches)"
