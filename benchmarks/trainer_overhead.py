@@ -70,6 +70,24 @@ def trainer_loop(trainer: Trainer, batches: list[Batch]) -> float:
     return time.perf_counter() - t0
 
 
+def profile_own_code(args: argparse.Namespace) -> float:
+    """Milliseconds per step spent in mtlkit's own Python frames (not in the torch ops it calls)."""
+    import cProfile
+    import pstats
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = build_trainer(args.backbone, args.image_size, run_dir)
+        batches = make_batches(args.steps, args.batch, args.image_size)
+        trainer_loop(trainer, batches[:2])
+        prof = cProfile.Profile()
+        prof.enable()
+        trainer_loop(trainer, batches)
+        prof.disable()
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    own = sum(v[2] for k, v in stats.items() if "/mtlkit/" in k[0] or "/plugins/" in k[0])
+    return own / args.steps * 1000
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--backbone", default="resnet18", help="timm model name, or 'mlp'")
@@ -78,6 +96,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="steps per side per round")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also report the time spent in mtlkit's own Python code per step (cProfile)",
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -100,11 +123,15 @@ def main() -> None:
             ratios.append(a / b)
             t_ours.append(a / args.steps * 1000)
             t_hand.append(b / args.steps * 1000)
+    own_ms = None
+    if args.profile:
+        own_ms = profile_own_code(args)
     res = {
         "ratio": summary(ratios),
         "trainer_ms_per_step": summary(t_ours),
         "hand_ms_per_step": summary(t_hand),
         "args": vars(args),
+        "mtlkit_own_python_ms_per_step": own_ms,
     }
     md = (
         f"Backbone `{args.backbone}`, {args.image_size} px, batch {args.batch}, T=2, equal weights,"
@@ -118,6 +145,11 @@ def main() -> None:
         f"| ratio (trainer / hand) | {res['ratio']['median']:.3f} | {res['ratio']['min']:.3f} |"
         f" {res['ratio']['max']:.3f} |\n"
     )
+    if own_ms is not None:
+        md += (
+            f"\nTime spent in mtlkit's own Python code (cProfile, excluding the torch ops it"
+            f" calls): {own_ms:.2f} ms per step.\n"
+        )
     write_results(f"trainer_overhead_{args.backbone}", res, md)
     print(md)
 

@@ -70,43 +70,58 @@ def backbone_config(model: str, image_size: int) -> dict[str, Any]:
     return {"name": "timm", "model_name": model, "in_chans": 3, "img_size": image_size}
 
 
-def build_trainer(weighter: dict[str, Any], args: argparse.Namespace, run_dir: str,
-                  host: PluginHost) -> Trainer:
+def build_trainer(
+    weighter: dict[str, Any], args: argparse.Namespace, run_dir: str, host: PluginHost
+) -> Trainer:
     cfg = {
         "output_dir": run_dir,
         "seed": 0,
-        "trainer": {"progress": "off", "plot": False, "deterministic": False,
-                    "device": args.device},
+        "trainer": {
+            "progress": "off",
+            "plot": False,
+            "deterministic": False,
+            "device": args.device,
+        },
         "optimizer": {"name": "adamw", "lr": 1e-3},
         "backbone": backbone_config(args.model, args.image_size),
         "tasks": [{"name": "classification", "id": t} for t in TASKS],
         "weighter": weighter,
-        "data": {"name": "synthetic", "num_samples": 16, "num_features": 8,
-                 "num_classes": NUM_CLASSES},
+        "data": {
+            "name": "synthetic",
+            "num_samples": 16,
+            "num_features": 8,
+            "num_classes": NUM_CLASSES,
+        },
     }
     return Trainer(load_config(data=cfg), host)
 
 
-def make_batches(n: int, batch: int, image_size: int, model: str, device: str,
-                 seed: int = 0) -> list[Batch]:
+def make_batches(
+    n: int, batch: int, image_size: int, model: str, device: str, seed: int = 0
+) -> list[Batch]:
     gen = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
         x = torch.randn(batch, 3, image_size, image_size, generator=gen)
         if model == "mlp":
             x = x.reshape(batch, -1)
-        out.append(Batch(
-            input=x.to(device),
-            targets={t: torch.randint(0, NUM_CLASSES, (batch,), generator=gen).to(device)
-                     for t in TASKS},
-            meta={},
-        ))
+        out.append(
+            Batch(
+                input=x.to(device),
+                targets={
+                    t: torch.randint(0, NUM_CLASSES, (batch,), generator=gen).to(device)
+                    for t in TASKS
+                },
+                meta={},
+            )
+        )
     return out
 
 
 def weighter_specs(host: PluginHost, only: list[str] | None) -> dict[str, dict[str, Any]]:
-    specs = {name: {"name": name, **DEFAULT_OPTIONS.get(name, {})}
-             for name in host.weighters.names()}
+    specs = {
+        name: {"name": name, **DEFAULT_OPTIONS.get(name, {})} for name in host.weighters.names()
+    }
     specs.update({k: v for k, v in EXTRA_VARIANTS.items() if v["name"] in host.weighters})
     if only:
         missing = [n for n in only if n not in specs]
@@ -138,8 +153,9 @@ def run_trainer(trainer: Trainer, batches: list[Batch], device: str) -> float:
     return time.perf_counter() - t0
 
 
-def run_hand(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: list[Batch],
-             device: str) -> float:
+def run_hand(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, batches: list[Batch], device: str
+) -> float:
     """The anchor: a hand-written equal-weight loop on a copy of the same model."""
     sync(device)
     t0 = time.perf_counter()
@@ -154,8 +170,9 @@ def run_hand(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: list[B
     return time.perf_counter() - t0
 
 
-def time_all(specs: dict[str, dict[str, Any]], args: argparse.Namespace,
-             host: PluginHost) -> dict[str, dict[str, Any]]:
+def time_all(
+    specs: dict[str, dict[str, Any]], args: argparse.Namespace, host: PluginHost
+) -> dict[str, dict[str, Any]]:
     batches = make_batches(args.steps, args.batch, args.image_size, args.model, args.device)
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {
@@ -176,7 +193,7 @@ def time_all(specs: dict[str, dict[str, Any]], args: argparse.Namespace,
         seconds: dict[str, list[float]] = {n: [] for n in names}
         ratios: dict[str, list[float]] = {n: [] for n in names}
         for r in range(args.rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             if r % 2:
                 order.reverse()
             this: dict[str, float] = {}
@@ -185,8 +202,12 @@ def time_all(specs: dict[str, dict[str, Any]], args: argparse.Namespace,
             for name in names:
                 seconds[name].append(this[name] / args.steps)
                 ratios[name].append(this[name] / this["equal"])
-            print(f"round {r + 1}/{args.rounds}: equal {this['equal'] / args.steps * 1e3:.1f}"
-                  " ms/step", file=sys.stderr, flush=True)
+            print(
+                f"round {r + 1}/{args.rounds}: equal {this['equal'] / args.steps * 1e3:.1f}"
+                " ms/step",
+                file=sys.stderr,
+                flush=True,
+            )
         out = {}
         for name in names:
             tr = trainers.get(name)
@@ -214,8 +235,9 @@ def memory_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run in a fresh process: peak memory of training steps with one weighter."""
     host = PluginHost()
     spec = weighter_specs(host, [name])[name]
-    batches = make_batches(2 + args.memory_steps, args.batch, args.image_size, args.model,
-                           args.device)
+    batches = make_batches(
+        2 + args.memory_steps, args.batch, args.image_size, args.model, args.device
+    )
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(spec, args, tmp, host)
         run_trainer(trainer, batches[:2], args.device)  # warm-up: optimizer state, buffers
@@ -223,23 +245,43 @@ def memory_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
             run_trainer(trainer, batches[2:], args.device)
-            return {"peak_mib": torch.cuda.max_memory_allocated() / 2**20,
-                    "base_mib": base / 2**20, "method": "torch.cuda.max_memory_allocated"}
+            return {
+                "peak_mib": torch.cuda.max_memory_allocated() / 2**20,
+                "base_mib": base / 2**20,
+                "method": "torch.cuda.max_memory_allocated",
+            }
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         base = _status_kib("VmRSS")
         run_trainer(trainer, batches[2:], args.device)
-        return {"peak_mib": _status_kib("VmHWM") / 1024, "base_mib": base / 1024,
-                "method": "VmHWM after clear_refs=5"}
+        return {
+            "peak_mib": _status_kib("VmHWM") / 1024,
+            "base_mib": base / 1024,
+            "method": "VmHWM after clear_refs=5",
+        }
 
 
 def memory_all(specs: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     out = {}
     for name in specs:
         print(f"memory {name}", file=sys.stderr, flush=True)
-        cmd = [sys.executable, __file__, "--memory-one", name, "--model", args.model,
-               "--batch", str(args.batch), "--image-size", str(args.image_size),
-               "--memory-steps", str(args.memory_steps), "--device", args.device,
-               "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--memory-one",
+            name,
+            "--model",
+            args.model,
+            "--batch",
+            str(args.batch),
+            "--image-size",
+            str(args.image_size),
+            "--memory-steps",
+            str(args.memory_steps),
+            "--device",
+            args.device,
+            "--threads",
+            str(args.threads),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             out[name] = {"error": proc.stderr.strip().splitlines()[-1:]}
@@ -292,8 +334,11 @@ def markdown(timing: dict[str, Any], memory: dict[str, Any], args: argparse.Name
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", default=None,
-                   help="timm model name (default resnet18 when mtlkit-timm is installed), or mlp")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="timm model name (default resnet18 when mtlkit-timm is installed), or mlp",
+    )
     p.add_argument("--image-size", type=int, default=48)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=5, help="steps per weighter per round")
@@ -317,8 +362,7 @@ def main() -> None:
     timing = time_all(specs, args, host)
     memory = {} if args.no_memory else memory_all(specs, args)
     md = markdown(timing, memory, args)
-    payload = {"args": vars(args), "timing": timing, "memory": memory,
-               "torch": torch.__version__}
+    payload = {"args": vars(args), "timing": timing, "memory": memory, "torch": torch.__version__}
     json_path, md_path = write_results(args.name or f"weighter_cost_{args.model}", payload, md)
     print(md)
     print(f"wrote {json_path} and {md_path}", file=sys.stderr)
