@@ -133,6 +133,7 @@ class GradientEngine:
             step=step if needs.counters else None,
             epoch=epoch if needs.counters else None,
             metrics=metrics,
+            grads_scratch=grads is not None,
         )
 
     def _grad_buffer(self, rows: int, numel: int, like: Tensor) -> Tensor:
@@ -169,8 +170,7 @@ class GradientEngine:
         offset = 0
         for p in self.shared:
             n = p.numel()
-            g = flat[offset : offset + n].view_as(p).to(p.dtype)
-            p.grad = g if p.grad is None else p.grad + g
+            p.grad = flat[offset : offset + n].view_as(p).to(p.dtype)
             offset += n
 
     def _unscale_(self, grads: Tensor) -> Tensor:
@@ -278,6 +278,7 @@ class GradientEngine:
         self._guard(losses, step)
         num_tasks = len(self.tasks)
         grads = self._grad_buffer(num_tasks, self.shared_numel, losses)
+        prior = self._set_aside([*self.shared, *(p for ps in self.head_params for p in ps)])
         for i, params in enumerate(self.head_params):
             # autograd accumulates in place into .grad: point the shared parameters' .grad at
             # views of row i, so task i's gradient lands in the buffer with no copy and no
@@ -305,7 +306,21 @@ class GradientEngine:
         self._apply_flat(update.grad * scale if scale is not None else update.grad)
         if update.loss is not None:
             update.loss.backward()
+        for param, g in prior:
+            param.grad = g if param.grad is None else param.grad.add_(g)
         return StepResult(losses=losses, weights=update.weights.detach(), input=inp)
+
+    @staticmethod
+    def _set_aside(params: Sequence[nn.Parameter]) -> list[tuple[nn.Parameter, Tensor]]:
+        """Take gradients already present (a caller accumulating over batches) off ``params``.
+
+        They are cloned: after an earlier call they may be views of the very buffer this step
+        overwrites. Added back at the end of the step; the common (zeroed) case costs nothing.
+        """
+        prior = [(p, p.grad.clone()) for p in params if p.grad is not None]
+        for p, _ in prior:
+            p.grad = None
+        return prior
 
     def _point_grads_at(self, row: Tensor) -> None:
         offset = 0

@@ -42,6 +42,11 @@ class WeighterInput:
 
     ``losses`` is ``[T]`` in task order. On the ``"none"`` and ``"last_layer"`` paths it is still
     attached to the graph; on the other gradient paths the graph is spent and it is detached.
+
+    ``grads_scratch`` is True when ``grads`` is the trainer's own per-step buffer: the weighter may
+    then overwrite it (for instance write its combined gradient over row 0, saving a D-sized
+    result) and must not read it after ``combine``. Callers that pass their own tensor leave it
+    False and get it back untouched.
     """
 
     losses: Tensor
@@ -50,6 +55,7 @@ class WeighterInput:
     step: int | None = None
     epoch: int | None = None
     metrics: Tensor | None = None
+    grads_scratch: bool = False
 
 
 @dataclass

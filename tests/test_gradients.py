@@ -77,3 +77,25 @@ def test_param_weighter_gets_one_T_by_D_buffer(tmp_path: Path, host: PluginHost)
     assert inp.step == 0 and inp.epoch == 0
     assert inp.metrics is not None and inp.metrics.shape == (2,)
     assert len(trainer.weighter.after) == 1  # type: ignore[attr-defined]
+
+
+def test_param_path_adds_to_gradients_already_present(tmp_path: Path, host: PluginHost) -> None:
+    """Two backwards without zero_grad accumulate, as autograd does, even though the shared
+    parameters' .grad are views of the engine's reused buffer between calls."""
+    trainer = _trainer(tmp_path, host, "rec-param")
+    params = list(trainer.model.parameters())
+    idx = [torch.arange(0, 16), torch.arange(16, 32)]
+
+    def batch(i: int):
+        return trainer.data.train.batch(idx[i], train=True, generator=batch_generator(0, 0, i))
+
+    single = []
+    for i in range(2):
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.engine.backward(batch(i), i, 0)
+        single.append([p.grad.clone() for p in params])
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.engine.backward(batch(0), 0, 0)
+    trainer.engine.backward(batch(1), 1, 0)
+    for p, a, b in zip(params, *single):
+        torch.testing.assert_close(p.grad, a + b, rtol=1e-5, atol=1e-6)

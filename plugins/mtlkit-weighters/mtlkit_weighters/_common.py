@@ -13,7 +13,7 @@ from torch import Tensor
 
 from mtlkit.options import Options
 from mtlkit.weighter import Needs, Update, Weighter, WeighterInput
-from mtlkit_weighters._solvers import RowCombiner, gram
+from mtlkit_weighters._solvers import combine_input_rows, gram
 
 
 class RepOptions(Options):
@@ -57,14 +57,14 @@ class GramWeighter(Weighter):
     shared update; each head gets ``w_i`` times its own loss gradient (the framework's contract),
     so the step is the gradient of ``sum_i w_i L_i`` with the shared part replaced by the method's.
     The ``rep`` option (where offered) switches ``needs`` to representation gradients. The
-    combined gradient is written into a buffer reused from step to step (``RowCombiner``).
+    combined gradient is written over row 0 of the trainer's gradient buffer when it is handed over
+    as scratch, so it costs no D-sized allocation.
     """
 
     needs = Needs(grads="parameters")
 
     def __init__(self, task_names: Sequence[str], options: Options | None = None) -> None:
         super().__init__(task_names, options)
-        self.combine_rows = RowCombiner()
         if getattr(self.options, "rep", False):
             base = type(self).needs
             self.needs = Needs(
@@ -82,6 +82,6 @@ class GramWeighter(Weighter):
             raise ValueError(f"{type(self).__name__} needs per-task gradients (needs.grads)")
         if self.num_tasks == 1:
             w = self.record(torch.ones(1, device=grads.device))
-            return Update(weights=w, grad=self.combine_rows(w, grads))
-        w = self.record(self.solve(gram(grads), inp))
-        return Update(weights=w, grad=self.combine_rows(w, grads))
+        else:
+            w = self.record(self.solve(gram(grads), inp))
+        return Update(weights=w, grad=combine_input_rows(w, grads, inp.grads_scratch))

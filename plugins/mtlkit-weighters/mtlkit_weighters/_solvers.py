@@ -3,7 +3,7 @@
 Everything here works on the T x T Gram matrix ``K = G G^T`` of the per-task gradients, never on
 the [T, D] buffer itself, so the cost of a solver does not grow with the model.
 
-- :func:`gram` and :class:`RowCombiner` are the only O(T D) operations (on the device).
+- :func:`gram` and :func:`combine_rows` are the only O(T D) operations (on the device).
 - :func:`min_norm_2` is the closed form of the two-task min-norm problem, in torch on the device
   (no host synchronisation).
 - :func:`min_norm_simplex`, :func:`cagrad_weights`, :func:`nash_weights` and :func:`project_simplex`
@@ -51,29 +51,27 @@ def gram(grads: Tensor) -> Tensor:
     return k.to(g.dtype)
 
 
-class RowCombiner:
-    """``sum_i w_i g_i`` into an output buffer that is reused from step to step.
+def combine_rows(weights: Tensor, grads: Tensor, out: Tensor | None = None) -> Tensor:
+    """``sum_i w_i g_i`` over the rows of ``grads`` ``[T, ...]``, shaped like one row.
 
-    Allocating a fresh D-sized result every step costs more than the product itself on the CPU
-    (the allocator returns big blocks to the OS, so every step pays the page faults again). The
-    trainer consumes ``Update.grad`` within the step (the shared parameters' ``.grad`` are views of
-    it until the next ``zero_grad(set_to_none=True)``), so one buffer per weighter is safe; a
-    caller that keeps the result across steps must copy it.
+    Written into ``out`` when given, which may be ``grads[0]`` itself: the trainer hands its
+    per-step buffer over as scratch (``WeighterInput.grads_scratch``), so the combined gradient
+    then costs no D-sized allocation at all (on the CPU a fresh D-sized result per step also pays
+    the page faults again, as the allocator returns big blocks to the OS). One multiply and T-1
+    fused multiply-adds with on-device weights: no host synchronisation.
     """
+    g = flat(grads)
+    w = weights.to(g.dtype)
+    dst = torch.empty_like(g[0]) if out is None else out.view(-1)
+    torch.mul(g[0], w[0], out=dst)  # exact aliasing (dst is g[0]) is allowed for elementwise ops
+    for i in range(1, g.shape[0]):
+        dst.addcmul_(g[i], w[i])
+    return dst.view(grads.shape[1:])
 
-    def __init__(self) -> None:
-        self._out: Tensor | None = None
 
-    def __call__(self, weights: Tensor, grads: Tensor) -> Tensor:
-        g = flat(grads)
-        out = self._out
-        if out is None or out.shape != (g.shape[1],) or out.dtype != g.dtype or (
-            out.device != g.device
-        ):
-            out = torch.empty(g.shape[1], dtype=g.dtype, device=g.device)
-            self._out = out
-        torch.mm(weights.to(g.dtype).unsqueeze(0), g, out=out.unsqueeze(0))
-        return out.view(grads.shape[1:])
+def combine_input_rows(weights: Tensor, grads: Tensor, scratch: bool) -> Tensor:
+    """:func:`combine_rows` over row 0 of ``grads`` when the caller gave it as scratch."""
+    return combine_rows(weights, grads, flat(grads)[0] if scratch else None)
 
 
 def to_host(*tensors: Tensor) -> list[np.ndarray]:

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from mtlkit.options import Options
 from mtlkit.weighter import Needs, Update, Weighter, WeighterInput, WeighterSetup
-from mtlkit_weighters._solvers import RowCombiner
+from mtlkit_weighters._solvers import combine_rows
 
 
 class DBMTLOptions(Options):
@@ -50,7 +50,6 @@ class DBMTLWeighter(Weighter):
         self.register_buffer("ema", torch.zeros(self.num_tasks, 0))
         self.register_buffer("num_steps", torch.zeros(()))
         self.register_buffer("alpha", torch.ones(self.num_tasks))
-        self.combine_rows = RowCombiner()
 
     def setup(self, info: WeighterSetup) -> None:
         self.ema = torch.zeros(self.num_tasks, info.shared_numel, device=info.device)
@@ -77,5 +76,7 @@ class DBMTLWeighter(Weighter):
         alpha = norms.max() / norms.clamp_min(torch.finfo(norms.dtype).tiny)
         alpha = torch.where(norms > 0, alpha, torch.zeros_like(alpha))
         self.alpha.copy_(alpha)
-        g = self.combine_rows(alpha, self.ema).to(flat.dtype).view(grads.shape[1:])
+        # the gradients are folded into the EMA by now: their buffer, if scratch, holds the result
+        out = flat[0] if inp.grads_scratch and flat.dtype == self.ema.dtype else None
+        g = combine_rows(alpha, self.ema, out).to(flat.dtype).view(grads.shape[1:])
         return Update(weights=self.record(inv), grad=g)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from mtlkit.weighter import Needs, Update, WeighterInput
 from mtlkit_weighters._common import GramWeighter, RepOptions, own_param_groups
-from mtlkit_weighters._solvers import gram
+from mtlkit_weighters._solvers import combine_input_rows, gram
 
 
 class IMTLOptions(RepOptions):
@@ -84,7 +84,7 @@ class IMTLWeighter(GramWeighter):
         if self.options.loss_balance:
             s = self.loss_scale
             loss = (s.exp() * inp.losses.detach().to(s.dtype) - s).sum()
-        return Update(weights=w, grad=self.combine_rows(w, grads), loss=loss)
+        return Update(weights=w, grad=combine_input_rows(w, grads, inp.grads_scratch), loss=loss)
 
     def param_groups(self) -> list[dict[str, Any]]:
         return own_param_groups(self, self.options.lr)

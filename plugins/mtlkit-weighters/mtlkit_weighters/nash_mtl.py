@@ -30,7 +30,7 @@ from torch import Tensor
 from mtlkit.options import Options
 from mtlkit.weighter import Needs, Update, WeighterInput
 from mtlkit_weighters._common import GramWeighter
-from mtlkit_weighters._solvers import gram, nash_weights, to_device, to_host
+from mtlkit_weighters._solvers import combine_input_rows, gram, nash_weights, to_device, to_host
 
 
 class NashMTLOptions(Options):
@@ -80,4 +80,4 @@ class NashMTLWeighter(GramWeighter):
             # their weights, as the reference clips the shared parameters only)
             norm = (w.to(k.dtype) @ k @ w.to(k.dtype)).clamp_min(0).sqrt().to(w.dtype)
             coef = w * (self.options.max_norm / (norm + 1e-6)).clamp(max=1.0)
-        return Update(weights=w, grad=self.combine_rows(coef, grads))
+        return Update(weights=w, grad=combine_input_rows(coef, grads, inp.grads_scratch))

@@ -77,7 +77,7 @@ class FakeTrainer:
     step metric ``exp(-loss)``. Batch ``s`` is a pure function of ``(seed, s)``, so a resumed run
     sees the batches the uninterrupted one saw. ``perm`` reorders the tasks (and their data).
     One SGD optimizer holds the model and the weighter's param groups; ``steps_per_epoch`` makes
-    the epoch counter.
+    the epoch counter. As in the real engine, the stacked gradients are handed over as scratch.
     """
 
     def __init__(
@@ -167,7 +167,7 @@ class FakeTrainer:
                 ])
             inp = WeighterInput(losses=losses, features=z if needs.features else None,
                                 grads=grads, metrics=metrics if needs.step_metrics else None,
-                                **counters)
+                                grads_scratch=grads is not None, **counters)
             update = w.combine(inp)
             assert update.loss is not None and update.grad is None
             update.loss.backward()
@@ -185,7 +185,8 @@ class FakeTrainer:
             grads = torch.stack(grads_list)
             inp = WeighterInput(losses=losses.detach(),
                                 features=z.detach() if needs.features else None, grads=grads,
-                                metrics=metrics if needs.step_metrics else None, **counters)
+                                metrics=metrics if needs.step_metrics else None,
+                                grads_scratch=True, **counters)
             update = w.combine(inp)
             assert update.grad is not None
             for h, hg, wi in zip(self.heads, head_grads, update.weights):

@@ -53,7 +53,7 @@ def test_permuting_the_tasks_permutes_the_weights(variant: tuple[str, dict[str, 
     perm = [1, 0] if len(tasks) == 2 else [2, 0, 1]
     base = _trainer(name, opts, tasks)
     permuted = _trainer(name, opts, tasks, perm=perm)
-    for _ in range(6):  # in lockstep: Update.grad is a buffer the weighter reuses
+    for _ in range(6):  # in lockstep: Update.grad may live in the step's scratch buffer
         a, b = base.step(), permuted.step()
         torch.testing.assert_close(b.update.weights, a.update.weights[perm], rtol=2e-4, atol=1e-6)
         if a.update.grad is not None:
@@ -129,3 +129,36 @@ def test_single_task_is_plain_training() -> None:
         trainer = _trainer(name, {}, ["only"])
         for out in trainer.run(3):
             assert torch.isfinite(out.update.weights).all(), name
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_scratch_gradients_are_reused_and_callers_gradients_are_not_touched(
+    variant: tuple[str, dict[str, Any]],
+) -> None:
+    """Given the trainer's buffer as scratch, the combined gradient costs no new D-sized tensor;
+    given a caller's own tensor, the weighter leaves it as it was. Both give the same update."""
+    name, opts = variant
+    if make_weighter(name, TASKS3, **opts).needs.grads not in ("parameters", "representation"):
+        pytest.skip("returns a loss, not a combined gradient")
+    out = FakeTrainer(make_weighter(name, TASKS3, **opts), 3).step()
+    mine = out.inp.grads
+    assert mine is not None
+    # replay the same input twice on fresh weighters at the same state
+    kept = mine.clone().add_(torch.linspace(-1, 1, mine.numel()).view_as(mine))
+    results = []
+    for scratch in (False, True):
+        w = make_weighter(name, TASKS3, **opts)
+        FakeTrainer(w, 3)  # setup() as the trainer would call it
+        grads = kept.clone()
+        inp = type(out.inp)(losses=out.inp.losses, features=out.inp.features, grads=grads,
+                            step=out.inp.step, epoch=out.inp.epoch, metrics=out.inp.metrics,
+                            grads_scratch=scratch)
+        update = w.combine(inp)
+        assert update.grad is not None
+        if scratch:
+            assert update.grad.data_ptr() == grads.data_ptr(), "result not written over row 0"
+        else:
+            assert torch.equal(grads, kept), "a caller's gradients were modified"
+            assert update.grad.data_ptr() != grads.data_ptr()
+        results.append(update.grad.clone())
+    torch.testing.assert_close(results[0], results[1], rtol=1e-6, atol=1e-7)
