@@ -19,6 +19,14 @@ SECTIONS = [
         " on the same model and batches. Script: `benchmarks/trainer_overhead.py`.",
     ),
     (
+        "trainer_ops_resnet18",
+        "Where the trainer's step time goes, op by op",
+        "The same comparison under torch.profiler: the heavy ops are the same calls on both"
+        " sides, and the few extra small ops of the trainer (masked per-sample loss, the"
+        " non-finite check, stacking the losses) are tiny tensors. Differences in the heavy ops"
+        " between the two sides are noise. Command: `python trainer_overhead.py --ops --steps 6`.",
+    ),
+    (
         "cli_startup",
         "Command-line start-up",
         "`mtlkit --help` never imports torch; `mtlkit plugins` imports only the plugins'"
@@ -38,7 +46,13 @@ SECTIONS = [
         "CK+48: equal vs the paper's dynamic weighting",
         "Reference from the issue: a hand-written resnet18 loop trained from scratch for 20"
         " epochs at 48 px reaches about 81% expression and 91% verification accuracy on fold 0."
-        " Script: `benchmarks/ck48_compare.py`.",
+        " Script: `benchmarks/ck48_compare.py`. Reading: on these folds the paper's `dynamic`"
+        " weighting does not win. The identity loss (cross-entropy over ~100 training subjects"
+        " plus 0.1 x center loss) stays several times the expression loss, so difficulty"
+        " weighting moves nearly all the weight to identity (see `steps.jsonl` of each run):"
+        " verification gains a little and expression accuracy drops; `dynamic-naive`, the"
+        " paper's control, does the opposite. One seed, 12 test subjects per fold: differences"
+        " of a few points are within fold-to-fold noise.",
     ),
     (
         "gpu_throughput",
