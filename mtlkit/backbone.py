@@ -33,7 +33,11 @@ class Backbone(nn.Module, ABC):
         """Return shared features ``[B, feature_dim]``."""
 
     def data_config(self) -> dict[str, Any]:
-        """Preprocessing hints (``in_chans``, ``input_size``, ``mean``, ``std``); empty if none."""
+        """Preprocessing hints (``in_chans``, ``input_size``, ``mean``, ``std``); empty if none.
+
+        ``fixed_input_size: False`` says ``input_size`` is only the size the model was designed
+        at (a CNN takes any size), so datasets may keep their images' native size.
+        """
         return {}
 
     def last_shared_parameters(self) -> list[nn.Parameter]:

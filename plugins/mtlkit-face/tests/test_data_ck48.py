@@ -103,6 +103,16 @@ def test_layout_from_backbone(tmp_path: Path) -> None:
     assert tuple(splits.train.inputs.shape[1:]) == (1, 12, 12)  # the option wins
 
 
+def test_size_agnostic_backbone_keeps_native_size(tmp_path: Path) -> None:
+    root = fake_ck48(tmp_path / "ck")
+    native = load(root, data_config={"in_chans": 1})[1].train.inputs.shape[2:]
+    config = {"input_size": (1, 24, 20), "fixed_input_size": False}
+    _, splits = load(root, data_config=config)
+    assert splits.train.inputs.shape[2:] == native != (24, 20)
+    _, splits = load(root, data_config={**config, "fixed_input_size": True})
+    assert tuple(splits.train.inputs.shape[2:]) == (24, 20)
+
+
 def test_flat_layout_and_augment(tmp_path: Path) -> None:
     _, splits = load(fake_ck48(tmp_path / "ck"), data_config={"input_size": (256,), "in_chans": 1})
     idx = torch.arange(6)

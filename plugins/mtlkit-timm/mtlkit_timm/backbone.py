@@ -183,11 +183,17 @@ class TimmBackbone(Backbone):
 
     def data_config(self) -> dict[str, Any]:
         """timm's preprocessing (mean, std, interpolation, crop) for this model, with ``input_size``
-        and the per-channel mean/std adjusted to ``in_chans`` (and ``img_size`` when given)."""
+        and the per-channel mean/std adjusted to ``in_chans`` (and ``img_size`` when given), and
+        ``fixed_input_size``: True for models that need that size (ViTs) or when img_size is set.
+        """
         cfg = dict(resolve_data_config({}, model=self.model))
         c = self.options.in_chans
         cfg["input_size"] = self._input_size()
         cfg["in_chans"] = c
+        # CNNs take any size: input_size is then only a default the data may override
+        cfg["fixed_input_size"] = self.options.img_size is not None or bool(
+            self.model.pretrained_cfg.get("fixed_input_size", False)
+        )
         for key in ("mean", "std"):
             value = tuple(float(v) for v in cfg.get(key, ()))
             if value and len(value) != c:

@@ -150,3 +150,10 @@ def test_bad_weights_file_is_a_config_error(tmp_path: Path) -> None:
     torch.save(timm.create_model("test_efficientnet").state_dict(), path)
     with pytest.raises(ConfigError, match="could not be loaded"):
         build(model_name="test_resnet", pretrained=True, weights_file=str(path))
+
+
+def test_fixed_input_size_only_where_the_model_needs_it() -> None:
+    assert build(model_name="test_resnet").data_config()["fixed_input_size"] is False
+    assert build(model_name="test_vit").data_config()["fixed_input_size"] is True
+    # an explicit img_size is the user's choice of input size, even for a CNN
+    assert build(model_name="test_resnet", img_size=40).data_config()["fixed_input_size"] is True

@@ -39,7 +39,8 @@ class FaceDataOptions(Options):
     """Share of the training subjects (subject-kfold) or sequences (sequence-holdout) kept for
     validation / model selection, so the test fold is never used to pick an epoch."""
     image_size: int | None = Field(None, ge=8)
-    """Side of the square input; None: the backbone's input_size, else the data's native size."""
+    """Side of the square input; None: the backbone's input_size if it needs a fixed one (ViTs),
+    else the data's native size (the first readable image's)."""
     on_bad_image: Literal["error", "skip"] = "error"
     augment: bool = True
     seed: int = 0

@@ -47,7 +47,8 @@ def resolve_layout(
     native: Callable[[], tuple[int, int]],
 ) -> ImageLayout:
     """Channels from ``in_chans`` or ``input_size[0]`` (default 3); size from the ``image_size``
-    option, else the backbone's ``input_size``, else the data's native size.
+    option, else the backbone's ``input_size`` when the backbone needs it (``fixed_input_size``,
+    True when absent), else the data's native size (CK+48 stays 48 px for a CNN).
 
     A one-dimensional ``input_size`` (a flat-vector trunk) gets images flattened, provided
     C*H*W matches it.
@@ -61,7 +62,7 @@ def resolve_layout(
         raise DataError(f"face images can feed 1 or 3 input channels, the backbone wants {chans}")
     if image_size is not None:
         hw = (image_size, image_size)
-    elif len(size) == 3:
+    elif len(size) == 3 and data_config.get("fixed_input_size", True):
         hw = (size[1], size[2])
     else:
         hw = native()
