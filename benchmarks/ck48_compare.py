@@ -31,6 +31,14 @@ def main() -> None:
     p.add_argument("--model", default="resnet18")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/ck48_compare")
+    p.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        help="extra config override for every run, e.g. -o tasks.0.center_loss_weight=0",
+    )
+    p.add_argument("--name", default="ck48_compare", help="results file stem")
     args = p.parse_args()
     rows = []
     for fold in args.folds:
@@ -47,6 +55,7 @@ def main() -> None:
                     f"seed={args.seed}",
                     f"output_dir={args.out}/fold{fold}_{weighter}",
                     "trainer.progress=off",
+                    *args.override,
                 ],
             )
             results = Trainer(cfg).fit()
@@ -70,7 +79,9 @@ def main() -> None:
     md = (
         f"CK+48, subject-kfold (10 folds over sorted subjects), folds {args.folds}, timm"
         f" `{args.model}` from scratch at 48 px grayscale, {args.epochs} epochs, seed {args.seed},"
-        " last epoch reported (no selection on the test fold).\n\n"
+        " last epoch reported (no selection on the test fold)."
+        + (f" Overrides: {', '.join(f'`{o}`' for o in args.override)}." if args.override else "")
+        + "\n\n"
         "| fold | weighter | expression acc | expression macro-F1 | verification acc |"
         " verification AUC | val expr acc | val verif acc | minutes |\n"
         "|---|---|---|---|---|---|---|---|---|\n"
@@ -86,7 +97,7 @@ def main() -> None:
             f" {f(r['verification_auc'])} | {f(r['val_expression_accuracy'])} |"
             f" {f(r['val_verification_accuracy'])} | {r['minutes']} |\n"
         )
-    write_results("ck48_compare", {"rows": rows, "args": vars(args)}, md)
+    write_results(args.name, {"rows": rows, "args": vars(args)}, md)
     print(md)
 
 
