@@ -55,6 +55,20 @@ SECTIONS = [
         " of a few points are within fold-to-fold noise.",
     ),
     (
+        "ck48_loss_parts",
+        "CK+48: what the identity loss is made of",
+        "End-of-training loss terms of the comparison runs above, on their training split."
+        " Script: `benchmarks/ck48_loss_parts.py`.",
+    ),
+    (
+        "ck48_nocenter",
+        "CK+48 ablation: without center loss",
+        "The identity loss that difficulty weighting reads is mostly center loss (next table:"
+        " `ck48_loss_parts.py`). This ablation turns center loss off"
+        " (`tasks.0.center_loss_weight=0`) so that the weighter sees the two cross-entropies"
+        " only. Same script, same folds.",
+    ),
+    (
         "gpu_throughput",
         "GPU throughput",
         "Script: `benchmarks/gpu_smoke.sh` (DDP + AMP training, then `gpu_throughput.py`).",
