@@ -32,10 +32,15 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def write_results(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    """Write ``<name>.json`` and ``<name>.md`` with the command, machine and date."""
+def write_results(
+    name: str, payload: dict[str, Any], markdown: str, meta: dict[str, str] | None = None
+) -> tuple[Path, Path]:
+    """Write ``<name>.json`` and ``<name>.md`` with the command, machine and date.
+
+    ``meta`` keeps those of an earlier run when a table is only re-rendered from its JSON.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {
+    meta = meta or {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine(),
         "date": _dt.date.today().isoformat(),
