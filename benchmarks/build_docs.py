@@ -42,6 +42,14 @@ SECTIONS = [
         " `benchmarks/weighter_cost.py`.",
     ),
     (
+        "weighter_cost_param_resnet18",
+        "Parameter-gradient methods, more rounds",
+        "The parameter-gradient rows of the table above spread widely over 5 rounds, so they were"
+        " measured again alone over 11 rounds (time only). The two runs differ by up to 0.2x on"
+        " the same method: read both as the noise of this shared machine, with the floor (one"
+        " forward plus two trunk backwards) near 1.67x.",
+    ),
+    (
         "ck48_compare",
         "CK+48: equal vs the paper's dynamic weighting",
         "Reference from the issue: a hand-written resnet18 loop trained from scratch for 20"
