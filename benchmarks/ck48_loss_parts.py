@@ -11,7 +11,7 @@ sum of the identity terms, so their split says what "difficulty" it responds to.
 from __future__ import annotations
 
 import argparse
-import os
+import json
 from pathlib import Path
 
 import torch
@@ -21,25 +21,21 @@ from _common import write_results
 from mtlkit.config import load_config
 from mtlkit.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @torch.no_grad()
-def loss_parts(run: Path, root: str, fold: int, weighter: str) -> dict[str, float]:
-    """Loss terms of one finished run over its whole training split (eval mode, no augmentation)."""
+def loss_parts(run: Path, root: str | None) -> dict[str, float]:
+    """Loss terms of one finished run over its whole training split (eval mode, no augmentation).
+
+    The model is rebuilt from the run's own config (``results.json``), so any ``--model`` or
+    override the run used applies here too.
+    """
     from mtlkit_face.tasks.heads import center_loss
 
-    cfg = load_config(
-        REPO / "configs" / "ck48.yaml",
-        [
-            f"data.root={root}",
-            f"data.fold={fold}",
-            f"weighter={{name: {weighter}}}",
-            f"output_dir={run}/_loss_parts",
-            "trainer.progress=off",
-        ],
-    )
-    trainer = Trainer(cfg)
+    saved = json.loads((run / "results.json").read_text())["config"]
+    overrides = [f"output_dir={run}/_loss_parts", "trainer.progress=off"]
+    if root is not None:
+        overrides.append(f"data.root={root}")
+    trainer = Trainer(load_config(data=saved, overrides=overrides))
     state = torch.load(run / "last.pt", weights_only=True)
     trainer.model.load_state_dict(state["model"])
     trainer.model.eval()
@@ -70,10 +66,7 @@ def loss_parts(run: Path, root: str, fold: int, weighter: str) -> dict[str, floa
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument(
-        "--root",
-        default=os.environ.get("MTLKIT_CK48", str(REPO.parent / "shared" / "datasets" / "ck48")),
-    )
+    p.add_argument("--root", default=None, help="CK+48 folder, if moved since the runs")
     p.add_argument("--runs", default="runs/ck48_compare", help="ck48_compare.py's --out")
     p.add_argument("--folds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--weighters", nargs="+", default=["equal", "dynamic"])
@@ -82,9 +75,10 @@ def main() -> None:
     for fold in args.folds:
         for weighter in args.weighters:
             run = Path(args.runs) / f"fold{fold}_{weighter}"
-            if not (run / "last.pt").is_file():
-                raise SystemExit(f"{run}/last.pt not found: run ck48_compare.py first")
-            parts = loss_parts(run, args.root, fold, weighter)
+            if not (run / "last.pt").is_file() or not (run / "results.json").is_file():
+                raise SystemExit(f"{run}: no finished run (last.pt, results.json); run"
+                                 " ck48_compare.py first")
+            parts = loss_parts(run, args.root)
             rows.append({"fold": fold, "weighter": weighter, **parts})
             print(rows[-1], flush=True)
     md = (

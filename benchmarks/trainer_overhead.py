@@ -91,16 +91,23 @@ def profile_own_code(args: argparse.Namespace) -> float:
     return own / args.steps * 1000
 
 
+def hand_copy(
+    trainer: Trainer, batches: list[Batch]
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """A copy of the trainer's model with its own AdamW, warmed up by the hand-written loop."""
+    model = copy.deepcopy(trainer.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=trainer.config.optimizer.lr, weight_decay=0.0)
+    hand_loop(model, opt, batches[:2])
+    return model, opt
+
+
 def warm_pair(
     args: argparse.Namespace, run_dir: str
 ) -> tuple[Trainer, torch.nn.Module, torch.optim.Optimizer, list[Batch]]:
     """The trainer, a copy of its model with its own AdamW, the batches; both sides warmed up."""
     trainer = build_trainer(args.backbone, args.image_size, run_dir)
-    model = copy.deepcopy(trainer.model)
-    lr = trainer.config.optimizer.lr
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     batches = make_batches(args.steps, args.batch, args.image_size)
-    hand_loop(model, opt, batches[:2])
+    model, opt = hand_copy(trainer, batches)
     trainer_loop(trainer, batches[:2])
     return trainer, model, opt, batches
 
@@ -145,6 +152,30 @@ def op_differences(args: argparse.Namespace, passes: int = 3) -> list[dict[str, 
     return rows
 
 
+def report_ops(args: argparse.Namespace) -> None:
+    """Write and print the op-by-op comparison (``--ops``)."""
+    rows = op_differences(args)
+    ours, hand = sum(r["trainer_ms"] for r in rows), sum(r["hand_ms"] for r in rows)
+    extra = [r["op"] for r in rows if r["trainer_calls"] > r["hand_calls"]]
+    md = (
+        f"Backbone `{args.backbone}`, {args.image_size} px, batch {args.batch}, T=2, equal"
+        f" weights, torch.profiler self CPU time per step, median of 3 alternating passes of"
+        f" {args.steps} steps per side.\n\n"
+        "| op | trainer ms/step | hand ms/step | diff | calls/step (trainer, hand) |\n"
+        "|---|---|---|---|---|\n"
+        + "".join(
+            f"| {r['op']} | {r['trainer_ms']:.2f} | {r['hand_ms']:.2f} | {r['diff_ms']:+.2f} |"
+            f" {r['trainer_calls']}, {r['hand_calls']} |\n"
+            for r in rows[:12]
+        )
+        + f"\nAll ops, self CPU ms/step: trainer {ours:.1f}, hand {hand:.1f}.\n"
+        + "Ops the trainer calls more often per step (the masked loss, the finite check, the"
+        + " loss stacking): " + ", ".join(f"`{e}`" for e in extra[:20]) + ".\n"
+    )
+    write_results(f"trainer_ops_{args.backbone}", {"rows": rows, "args": vars(args)}, md)
+    print(md)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--backbone", default="resnet18", help="timm model name, or 'mlp'")
@@ -164,40 +195,16 @@ def main() -> None:
         help="only print the torch ops whose per-step self CPU time differs most (torch.profiler)",
     )
     args = p.parse_args()
-    if args.ops:
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        rows = op_differences(args)
-        ours, hand = sum(r["trainer_ms"] for r in rows), sum(r["hand_ms"] for r in rows)
-        extra = [r["op"] for r in rows if r["trainer_calls"] > r["hand_calls"]]
-        md = (
-            f"Backbone `{args.backbone}`, {args.image_size} px, batch {args.batch}, T=2, equal"
-            f" weights, torch.profiler self CPU time per step, median of 3 alternating passes of"
-            f" {args.steps} steps per side.\n\n"
-            "| op | trainer ms/step | hand ms/step | diff | calls/step (trainer, hand) |\n"
-            "|---|---|---|---|---|\n"
-            + "".join(
-                f"| {r['op']} | {r['trainer_ms']:.2f} | {r['hand_ms']:.2f} | {r['diff_ms']:+.2f} |"
-                f" {r['trainer_calls']}, {r['hand_calls']} |\n"
-                for r in rows[:12]
-            )
-            + f"\nAll ops, self CPU ms/step: trainer {ours:.1f}, hand {hand:.1f}.\n"
-            + "Ops the trainer calls more often per step (the masked loss, the finite check, the"
-            + " loss stacking): " + ", ".join(f"`{e}`" for e in extra[:20]) + ".\n"
-        )
-        write_results(f"trainer_ops_{args.backbone}", {"rows": rows, "args": vars(args)}, md)
-        print(md)
-        return
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.ops:
+        report_ops(args)
+        return
     with tempfile.TemporaryDirectory() as run_dir:
         trainer, model, opt, batches = warm_pair(args, run_dir)
         # A/A control: a second, identical hand-written loop on its own copy of the model. Its
         # ratio to the first shows how far two identical loops drift apart on this machine.
-        twin = copy.deepcopy(model)
-        twin_opt = torch.optim.AdamW(twin.parameters(), lr=trainer.config.optimizer.lr,
-                                     weight_decay=0.0)
-        hand_loop(twin, twin_opt, batches[:2])
+        twin, twin_opt = hand_copy(trainer, batches)
         sides = {
             "ours": lambda: trainer_loop(trainer, batches),
             "hand": lambda: hand_loop(model, opt, batches),
