@@ -66,6 +66,13 @@ def all_mean_(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def all_sum_(tensor: Tensor) -> Tensor:
+    """In-place sum over ranks (identity in one process), e.g. per-class sums and counts."""
+    if active():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
 def all_mean(tensor: Tensor) -> Tensor:
     """Mean over ranks of a detached copy; the result carries no gradient."""
     return all_mean_(tensor.detach().clone()) if active() else tensor.detach()
@@ -120,14 +127,6 @@ def gather_objects(obj: Any) -> list[Any]:
 def barrier() -> None:
     if active():
         dist.barrier()
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    if not active():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def shutdown() -> None:

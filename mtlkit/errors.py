@@ -33,3 +33,7 @@ class DataError(MtlkitError):
 
 class NonFiniteLossError(MtlkitError):
     """A task loss became NaN or Inf; the message names the task and the step."""
+
+
+class WeighterError(MtlkitError):
+    """A weighter returned an update that breaks the contract (e.g. a negative head weight)."""

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from mtlkit import distributed as D
 from mtlkit.data import Batch
-from mtlkit.errors import NonFiniteLossError
+from mtlkit.errors import NonFiniteLossError, WeighterError
 from mtlkit.model import MultiTaskModel
 from mtlkit.task import Task
 from mtlkit.weighter import Update, Weighter, WeighterInput
@@ -37,6 +37,9 @@ class GradientEngine:
       through the trunk once.
     - ``parameters``: T backwards into one preallocated [T, D] buffer; the trunk graph is retained
       only until the last task.
+
+    On both gradient paths each head gets its own loss gradient times ``Update.head_weights``.
+    After the backward, every task's ``update_state`` sees the step's outputs (training only).
 
     Under torch.distributed the weighter sees global values on every rank: loss values are
     averaged over ranks, parameter-gradient matrices are all-reduced, and representation
@@ -184,14 +187,35 @@ class GradientEngine:
         """Forward, combine and backward one batch; ``.grad`` is filled, nothing is stepped."""
         mode = self.needs.grads
         if mode == "representation":
-            result = self._representation(batch, step, epoch)
+            result, outputs = self._representation(batch, step, epoch)
         elif mode == "parameters":
-            result = self._parameters(batch, step, epoch)
+            result, outputs = self._parameters(batch, step, epoch)
         else:
-            return self._loss_path(batch, step, epoch, last_layer=mode == "last_layer")
-        # gradient paths bypass DDP's reducer: one all-reduce of the combined gradient
-        D.all_mean_grads(list(self.model.parameters()))
+            result, outputs = self._loss_path(batch, step, epoch, last_layer=mode == "last_layer")
+        if mode in ("representation", "parameters"):
+            # gradient paths bypass DDP's reducer: one all-reduce of the combined gradient
+            D.all_mean_grads(list(self.model.parameters()))
+        targets = batch["targets"]
+        with torch.no_grad():
+            for task, key in zip(self.tasks, self.targets):
+                task.update_state(outputs[task.name], targets[key])
         return result
+
+    def _head_weights(self, update: Update) -> Tensor:
+        """Each head's multiplier of its own loss gradient; a negative one is refused.
+
+        Costs one host sync of T values: a head trained against its own loss must never pass
+        silently.
+        """
+        hw = update.weights if update.head_weights is None else update.head_weights
+        hw = hw.detach()
+        if not bool((hw >= 0).all()):
+            raise WeighterError(
+                f"weighter {type(self.weighter).__name__} returned head weights"
+                f" {[round(v, 4) for v in hw.tolist()]}: a negative one would train that task's"
+                " head to increase its own loss (return Update.head_weights >= 0)"
+            )
+        return hw
 
     def _combine(self, inp: WeighterInput, want: str) -> Update:
         update = self.weighter.combine(inp)
@@ -204,7 +228,7 @@ class GradientEngine:
 
     def _loss_path(
         self, batch: Batch, step: int | None, epoch: int | None, last_layer: bool
-    ) -> StepResult:
+    ) -> tuple[StepResult, dict[str, Any]]:
         with self.autocast():
             features, outputs = self.forward_module(batch["input"])
             per_task = self.task_losses(outputs, batch)
@@ -223,9 +247,12 @@ class GradientEngine:
         update = self._combine(inp, "loss")
         assert update.loss is not None
         self._scaled(update.loss).backward()
-        return StepResult(losses=losses.detach(), weights=update.weights.detach(), input=inp)
+        result = StepResult(losses=losses.detach(), weights=update.weights.detach(), input=inp)
+        return result, outputs
 
-    def _representation(self, batch: Batch, step: int | None, epoch: int | None) -> StepResult:
+    def _representation(
+        self, batch: Batch, step: int | None, epoch: int | None
+    ) -> tuple[StepResult, dict[str, Any]]:
         with self.autocast():
             features = self.model.backbone(batch["input"])
         z = features.detach().requires_grad_(True)
@@ -254,8 +281,9 @@ class GradientEngine:
         inp = self._input(losses, outputs, batch, z_all, grads, step, epoch)
         update = self._combine(inp, "grad")
         assert update.grad is not None
+        head_weights = self._head_weights(update)
         for i, params in enumerate(self.head_params):
-            self._accumulate(params, head_grads[i], update.weights[i])
+            self._accumulate(params, head_grads[i], head_weights[i])
         combined = update.grad
         if world > 1:
             b = z.shape[0]
@@ -268,9 +296,11 @@ class GradientEngine:
         features.backward(combined.to(features.dtype))
         if update.loss is not None:
             update.loss.backward()
-        return StepResult(losses=losses, weights=update.weights.detach(), input=inp)
+        return StepResult(losses=losses, weights=update.weights.detach(), input=inp), outputs
 
-    def _parameters(self, batch: Batch, step: int | None, epoch: int | None) -> StepResult:
+    def _parameters(
+        self, batch: Batch, step: int | None, epoch: int | None
+    ) -> tuple[StepResult, dict[str, Any]]:
         with self.autocast():
             features, outputs = self.model(batch["input"])
             per_task = self.task_losses(outputs, batch)
@@ -298,17 +328,18 @@ class GradientEngine:
         inp = self._input(losses, outputs, batch, features.detach(), grads, step, epoch)
         update = self._combine(inp, "grad")
         assert update.grad is not None
+        head_weights = self._head_weights(update)
         for i, params in enumerate(self.head_params):
             for p in params:
                 if p.grad is not None:
-                    p.grad.mul_(update.weights[i].to(p.grad.dtype))
+                    p.grad.mul_(head_weights[i].to(p.grad.dtype))
         scale = self._scale()
         self._apply_flat(update.grad * scale if scale is not None else update.grad)
         if update.loss is not None:
             update.loss.backward()
         for param, g in prior:
             param.grad = g if param.grad is None else param.grad.add_(g)
-        return StepResult(losses=losses, weights=update.weights.detach(), input=inp)
+        return StepResult(losses=losses, weights=update.weights.detach(), input=inp), outputs
 
     @staticmethod
     def _set_aside(params: Sequence[nn.Parameter]) -> list[tuple[nn.Parameter, Tensor]]:

@@ -102,9 +102,15 @@ class Task(ABC):
             f"task {self.name!r} ({type(self).__name__}) defines no per-step metric"
         )
 
-    def extra_state(self) -> dict[str, Tensor]:
-        """Non-module state to checkpoint (most tasks keep everything in the head)."""
-        return {}
+    def update_state(self, output: Any, target: Tensor) -> None:
+        """Update state the optimizer does not train (e.g. moving-average class centres).
+
+        Called once per training step after the backward, under ``no_grad``, with the step's
+        outputs and the raw targets (missing labels included); never during evaluation. Every rank
+        calls it at the same step, so it may all-reduce. Keep such state in the head's buffers:
+        they are checkpointed with the model.
+        """
+        return None
 
 
 def accuracy_from_logits(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:

@@ -26,6 +26,7 @@ from mtlkit.data import Batch, DataSplits, TensorDataset, batch_generator, epoch
 from mtlkit.errors import CheckpointError, ConfigError, MtlkitError, NonFiniteLossError
 from mtlkit.gradients import GradientEngine, StepResult
 from mtlkit.model import MultiTaskModel
+from mtlkit.optim import TFRMSprop
 from mtlkit.plugins import PluginHost, get_plugin_manager
 from mtlkit.runlog import RunLog, plot_history
 from mtlkit.task import Task
@@ -201,6 +202,15 @@ class Trainer:
                 momentum=oc.momentum,
                 weight_decay=oc.weight_decay,
                 nesterov=oc.nesterov,
+            )
+        if oc.name == "rmsprop":
+            return TFRMSprop(
+                groups,
+                lr=oc.lr,
+                decay=oc.rmsprop_decay,
+                momentum=oc.momentum,
+                eps=oc.rmsprop_eps,
+                weight_decay=oc.weight_decay,
             )
         return torch.optim.AdamW(groups, lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
 

@@ -62,14 +62,21 @@ class WeighterInput:
 class Update:
     """A weighter's answer.
 
-    ``weights`` ([T], detached) are logged, and scale each head's gradient on the gradient paths.
-    ``loss`` is back-propagated through the model on the loss paths; on the gradient paths it may
-    only involve the weighter's own parameters. ``grad`` is the combined shared gradient.
+    ``weights`` ([T], detached) are logged. ``loss`` is back-propagated through the model on the
+    loss paths; on the gradient paths it may only involve the weighter's own parameters. ``grad``
+    is the combined shared gradient.
+
+    ``head_weights`` ([T], >= 0) multiply each head's gradient of its OWN loss on the gradient
+    paths; None means ``weights``. Gradient-manipulation methods whose reference code trains the
+    task-specific parameters on their own losses (PCGrad, CAGrad, Aligned-MTL) return ones, so a
+    negative or tiny shared coefficient never turns a head against its own loss. A negative entry
+    is an error (:class:`mtlkit.errors.WeighterError`).
     """
 
     weights: Tensor
     loss: Tensor | None = None
     grad: Tensor | None = None
+    head_weights: Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from mtlkit.config import load_config
 from mtlkit.data import batch_generator
+from mtlkit.errors import WeighterError
+from mtlkit.gradients import GradientEngine
 from mtlkit.plugins import PluginHost
 from mtlkit.trainer import Trainer
+from mtlkit.weighter import Needs, Update, Weighter, WeighterInput
 
 from .conftest import tiny_config
 from .helpers.fake_plugins import TestPlugin
@@ -99,3 +103,64 @@ def test_param_path_adds_to_gradients_already_present(tmp_path: Path, host: Plug
     trainer.engine.backward(batch(1), 1, 0)
     for p, a, b in zip(params, *single):
         torch.testing.assert_close(p.grad, a + b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["equal", "rec-rep", "rec-param"])
+def test_tasks_update_their_state_once_per_training_step_only(
+    tmp_path: Path, host: PluginHost, name: str
+) -> None:
+    """``Task.update_state`` (e.g. moving-average centres) sees each training step's outputs and
+    raw targets once, on every gradient path, and never an evaluation batch."""
+    trainer = _trainer(tmp_path, host, name)
+    seen: list[tuple[str, int]] = []
+    for task in trainer.tasks:
+        task.update_state = (  # type: ignore[method-assign]
+            lambda out, target, n=task.name: seen.append((n, int(target.shape[0])))
+        )
+    trainer.train_step(_batch(trainer))
+    assert seen == [("a", 16), ("b", 16)]
+    trainer.evaluate("test")
+    assert len(seen) == 2
+
+
+class _SignedHeads(Weighter):
+    """Returns fixed weights (one negative) and, optionally, explicit head weights."""
+
+    needs = Needs(grads="parameters")
+
+    def __init__(self, task_names, head_weights=None) -> None:
+        super().__init__(task_names)
+        self.head_weights = head_weights
+
+    def combine(self, inp: WeighterInput) -> Update:
+        assert inp.grads is not None
+        w = torch.tensor([1.0, -0.2])
+        return Update(weights=w, grad=(w[:, None] * inp.grads).sum(0),
+                      head_weights=self.head_weights)
+
+
+def test_a_negative_head_weight_is_refused(tmp_path: Path, host: PluginHost) -> None:
+    trainer = _trainer(tmp_path, host, "equal")
+    engine = GradientEngine(trainer.model, trainer.tasks, _SignedHeads(trainer.task_ids),
+                            trainer.target_keys)
+    with pytest.raises(WeighterError, match="increase its own loss"):
+        engine.backward(_batch(trainer), 0, 0)
+
+
+def test_head_weights_scale_each_head_by_its_own_loss_gradient(
+    tmp_path: Path, host: PluginHost
+) -> None:
+    """With ``head_weights = 1`` each head receives exactly its own loss gradient, whatever the
+    shared coefficients are."""
+    trainer = _trainer(tmp_path, host, "equal")
+    batch = _batch(trainer)
+    trainer.optimizer.zero_grad()
+    trainer.engine.backward(batch, 0, 0)  # equal weights: each head gets its own gradient
+    heads = [p for t in trainer.task_ids for p in trainer.model.heads[t].parameters()]
+    expected = [p.grad.clone() for p in heads]
+    engine = GradientEngine(trainer.model, trainer.tasks,
+                            _SignedHeads(trainer.task_ids, torch.ones(2)), trainer.target_keys)
+    trainer.optimizer.zero_grad()
+    engine.backward(batch, 0, 0)
+    for a, b in zip(expected, [p.grad for p in heads]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

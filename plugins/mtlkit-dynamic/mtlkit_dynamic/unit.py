@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtlkit.optim import tf_rmsprop_
+
+UnitInit = Literal["truncated_normal", "zero"]
+UnitOptimizer = Literal["rmsprop", "sgd"]
+
+TRUNC_STD = 0.1
+"""Std of the authors' ``truncated_normal_initializer(stddev=0.1)`` (cut at two std, as TF)."""
+
 
 class DynamicWeightUnit(nn.Module):
-    """``w = mean_b softmax(W x_b + c)`` with ``x_b`` the (optionally L2-normalised) features.
+    """``w = mean_b softmax(z_b)``, ``z_b = W x_b + c`` (or ``z_b / ||z_b||``), ``x_b`` the
+    (optionally L2-normalised) features; optionally clamped.
 
-    The weight and bias start at zero, so the first weights are exactly uniform (1/T) and equal
-    losses never move them. The unit runs in float32 with autocast off, whatever the trunk's dtype.
-    It owns its SGD state: ``step`` applies ``p <- p - lr * (momentum buffer or grad)``, the
-    momentum buffers being registered buffers so a ``state_dict`` resumes the unit exactly.
+    The unit runs in float32 with autocast off, whatever the trunk's dtype. It owns its optimizer
+    state as registered buffers (so a ``state_dict`` resumes the unit exactly): ``step`` clips the
+    unit's gradient to a global norm, then applies SGD or TensorFlow 1's RMSProp.
     """
 
     weight_momentum: Tensor
     bias_momentum: Tensor
+    weight_square: Tensor
+    bias_square: Tensor
 
     def __init__(
         self,
@@ -25,6 +37,10 @@ class DynamicWeightUnit(nn.Module):
         num_tasks: int,
         normalize: bool = True,
         device: torch.device | str | None = None,
+        *,
+        normalize_logits: bool = False,
+        clamp: tuple[float, float] | None = None,
+        init: UnitInit = "zero",
     ) -> None:
         super().__init__()
         if feature_dim <= 0 or num_tasks <= 0:
@@ -32,12 +48,22 @@ class DynamicWeightUnit(nn.Module):
                 f"feature_dim and num_tasks must be > 0, got {feature_dim}, {num_tasks}"
             )
         self.normalize = normalize
+        self.normalize_logits = normalize_logits
+        self.clamp = clamp
         self.linear = nn.Linear(feature_dim, num_tasks, device=device, dtype=torch.float32)
         with torch.no_grad():
-            self.linear.weight.zero_()
             self.linear.bias.zero_()
+            if init == "zero":
+                self.linear.weight.zero_()
+            else:
+                nn.init.trunc_normal_(
+                    self.linear.weight, std=TRUNC_STD, a=-2 * TRUNC_STD, b=2 * TRUNC_STD
+                )
         self.register_buffer("weight_momentum", torch.zeros_like(self.linear.weight))
         self.register_buffer("bias_momentum", torch.zeros_like(self.linear.bias))
+        # TF1's RMSProp starts its mean square at one
+        self.register_buffer("weight_square", torch.ones_like(self.linear.weight))
+        self.register_buffer("bias_square", torch.ones_like(self.linear.bias))
 
     @property
     def feature_dim(self) -> int:
@@ -70,19 +96,51 @@ class DynamicWeightUnit(nn.Module):
             weight, bias = weight.detach(), bias.detach()
         with torch.autocast(device_type=x.device.type, enabled=False):
             logits = F.linear(x, weight, bias)
-            return torch.softmax(logits, dim=1).mean(dim=0)
+            if self.normalize_logits:
+                # unit-length logit vectors: for T = 2 each weight stays in [0.196, 0.804]
+                logits = F.normalize(logits, dim=1, eps=1e-10)
+            w = torch.softmax(logits, dim=1).mean(dim=0)
+            if self.clamp is not None:
+                # the authors' earlier variant; outside the bounds the unit gets no gradient
+                w = w.clamp(*self.clamp)
+                w = w / w.sum()
+            return w
+
+    def _pairs(self) -> list[tuple[nn.Parameter, Tensor, Tensor]]:
+        return [
+            (self.linear.weight, self.weight_momentum, self.weight_square),
+            (self.linear.bias, self.bias_momentum, self.bias_square),
+        ]
 
     @torch.no_grad()
-    def step(self, lr: float, momentum: float = 0.0) -> None:
-        """One SGD step on the unit's own gradients (PyTorch SGD semantics, no dampening), then
-        clear them. Parameters without a gradient are left alone."""
-        pairs = ((self.linear.weight, self.weight_momentum), (self.linear.bias, self.bias_momentum))
-        for param, buf in pairs:
+    def step(
+        self,
+        lr: float,
+        momentum: float = 0.0,
+        *,
+        optimizer: UnitOptimizer = "sgd",
+        clip_norm: float | None = None,
+        decay: float = 0.9,
+        eps: float = 1.0,
+    ) -> None:
+        """One step on the unit's own gradients, then clear them.
+
+        ``clip_norm`` first scales the gradients to that global norm (the authors clip at 5).
+        ``sgd``: PyTorch SGD semantics, no dampening. ``rmsprop``: TF1's RMSProp (``decay``,
+        ``momentum``, ``eps`` inside the square root). Parameters without a gradient stay put.
+        """
+        pairs = [(p, m, s) for p, m, s in self._pairs() if p.grad is not None]
+        if clip_norm is not None and pairs:
+            torch.nn.utils.clip_grad_norm_([p for p, _, _ in pairs], clip_norm)
+        for param, mom, square in pairs:
             grad = param.grad
-            if grad is None:
-                continue
-            if momentum:
-                buf.mul_(momentum).add_(grad)
-                grad = buf
-            param.add_(grad, alpha=-lr)
+            assert grad is not None
+            if optimizer == "rmsprop":
+                tf_rmsprop_(param, grad, square, mom, lr=lr, decay=decay, momentum=momentum,
+                            eps=eps)
+            else:
+                if momentum:
+                    mom.mul_(momentum).add_(grad)
+                    grad = mom
+                param.add_(grad, alpha=-lr)
             param.grad = None

@@ -2,7 +2,8 @@
 
 Per step, with shared features ``x`` ([B, D]) and task losses ``L`` ([T]):
 
-- ``w = mean_b softmax(unit(normalize(x_b)))`` (a point on the simplex);
+- ``w = mean_b softmax(unit(normalize(x_b)))`` (a point on the simplex; ``normalize_logits``
+  and ``clamp`` give the authors' earlier variant);
 - the network is trained on ``sum_i w_i L_i`` (``w`` detached by default);
 - the unit is trained on its own loss, with the features and the task losses as constants:
   ``dynamic``: ``L_w = sum_i w_i / (L_i + sigma)`` (dL_w/dz_k = w_k (1/L_k - sum_i w_i/L_i):
@@ -11,16 +12,21 @@ Per step, with shared features ``x`` ([B, D]) and task losses ``L`` ([T]):
 
 The trainer runs one backward of ``network loss + L_w``; since ``L_w`` reaches only the unit and the
 network loss never reaches it, that one backward fills both sets of gradients. The unit is then
-stepped by its own SGD (``lr``, ``momentum``) in ``after_step``, never by the main optimizer.
+stepped by its own optimizer in ``after_step`` (by default the authors': TF1 RMSProp, lr 0.1,
+decay 0.9, momentum 0.9, eps 1.0, gradients clipped to norm 5), never by the main optimizer.
+
+Defaults follow the authors' last version (``facenet_expression_realdynamic_*.py``): raw logits,
+no clamp, truncated-normal init, RMSProp. One deliberate difference: ``detach`` is true by default
+(their network loss is not detached from ``w``; see ``detach``).
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from mtlkit import distributed as D
@@ -33,14 +39,43 @@ class NaiveDynamicOptions(Options):
     """Options of ``dynamic-naive`` (and the shared part of ``dynamic``)."""
 
     normalize: bool = True
-    """L2-normalise each sample's features before the unit (bounds the logit gaps); false: raw."""
+    """L2-normalise each sample's features before the unit (the authors' code); false: raw."""
+    normalize_logits: bool = False
+    """Softmax over the L2-normalised logit vector (the authors' earlier version): for T = 2 each
+    weight is bounded to [0.196, 0.804], the plateau of the paper's weight figure. False: raw
+    logits (their last version), unbounded."""
+    clamp: tuple[float, float] | None = None
+    """Clamp each weight to [low, high], then renormalise (the earlier version: [0.01, 0.99])."""
+    init: Literal["truncated_normal", "zero"] = "truncated_normal"
+    """Unit weight init: truncated normal, std 0.1 (the authors'); zero: exactly uniform first
+    weights. The bias starts at zero either way."""
+    optimizer: Literal["rmsprop", "sgd"] = "rmsprop"
+    """The unit's own optimizer: TF1 RMSProp (the authors') or plain SGD."""
     detach: bool = True
     """Network loss ``sum_i w_i L_i`` with ``w`` constant; false also sends ``sum_i L_i dw_i/dx``
     into the trunk (the authors' code), the unit itself still trained only by its own loss."""
     lr: float = Field(0.1, gt=0.0)
-    """Learning rate of the unit's own SGD."""
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    """Momentum of the unit's own SGD."""
+    """Learning rate of the unit's own optimizer (the authors': 0.1)."""
+    momentum: float | None = Field(None, ge=0.0, lt=1.0)
+    """Momentum of the unit's optimizer; None: 0.9 for rmsprop (the authors'), 0 for sgd."""
+    rmsprop_decay: float = Field(0.9, ge=0.0, lt=1.0)
+    """Decay of RMSProp's mean square (the authors': 0.9)."""
+    rmsprop_eps: float = Field(1.0, gt=0.0)
+    """RMSProp's epsilon, inside the square root as in TF1 (the authors': 1.0)."""
+    clip_norm: float | None = Field(5.0, gt=0.0)
+    """Clip the unit's gradient to this global norm before its step (the authors': 5); null: off."""
+
+    @model_validator(mode="after")
+    def _clamp_is_an_interval(self) -> NaiveDynamicOptions:
+        if self.clamp is not None and not 0.0 <= self.clamp[0] < self.clamp[1] <= 1.0:
+            raise ValueError(f"clamp must satisfy 0 <= low < high <= 1, got {self.clamp}")
+        return self
+
+    @property
+    def resolved_momentum(self) -> float:
+        if self.momentum is not None:
+            return self.momentum
+        return 0.9 if self.optimizer == "rmsprop" else 0.0
 
 
 class DynamicOptions(NaiveDynamicOptions):
@@ -67,8 +102,10 @@ class _DynamicWeightUnitWeighter(Weighter):
 
     def setup(self, info: WeighterSetup) -> None:
         """Create the unit ``Linear(feature_dim, T)`` (zero-initialised: uniform first weights)."""
+        o = self.options
         self.unit = DynamicWeightUnit(
-            info.feature_dim, self.num_tasks, normalize=self.options.normalize, device=info.device
+            info.feature_dim, self.num_tasks, normalize=o.normalize, device=info.device,
+            normalize_logits=o.normalize_logits, clamp=o.clamp, init=o.init,
         )
         self.weights = self.weights.to(info.device)
 
@@ -110,7 +147,11 @@ class _DynamicWeightUnitWeighter(Weighter):
 
     def after_step(self, inp: WeighterInput) -> None:
         """The unit's own optimiser step (after the main optimizer stepped the network)."""
-        self._unit().step(self.options.lr, self.options.momentum)
+        o = self.options
+        self._unit().step(
+            o.lr, o.resolved_momentum, optimizer=o.optimizer, clip_norm=o.clip_norm,
+            decay=o.rmsprop_decay, eps=o.rmsprop_eps,
+        )
 
     def param_groups(self) -> list[dict[str, Any]]:
         """None: the unit is stepped by its own SGD in ``after_step``, not the main optimizer."""

@@ -3,6 +3,7 @@ after_step), plus discovery and one real training run through mtlkit's trainer."
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +25,16 @@ D = 8
 B = 6
 
 
+PLAIN = {"init": "zero", "optimizer": "sgd", "clip_norm": None}
+"""The unit as mtlkit ran it before 0.2 (zero init, plain SGD): exact, easy-to-check dynamics."""
+
+
 def make(cls: type, num_tasks: int = 2, **options: object) -> Weighter:
-    opts = (DynamicOptions if cls is DynamicWeighter else NaiveDynamicOptions)(**options)
+    """A set-up weighter; ``PLAIN`` unless ``authors=True`` asks for the defaults."""
+    base = {} if options.pop("authors", False) else dict(PLAIN)
+    opts = (DynamicOptions if cls is DynamicWeighter else NaiveDynamicOptions)(
+        **{**base, **options}
+    )
     w = cls([f"t{i}" for i in range(num_tasks)], opts)
     w.setup(WeighterSetup(feature_dim=D, shared_numel=0, device=torch.device("cpu")))
     return w
@@ -78,14 +87,87 @@ def test_declares_features_and_after_step_only() -> None:
     assert sum(p.numel() for p in w.parameters()) == D * 2 + 2
 
 
-def test_options() -> None:
-    assert DynamicOptions().model_dump() == {
-        "normalize": True, "detach": True, "lr": 0.1, "momentum": 0.0, "sigma": 0.01,
+def test_options_default_to_the_authors_code() -> None:
+    """facenet_expression_realdynamic_*.py: raw logits, no clamp, truncated-normal init, TF1
+    RMSProp (lr 0.1, decay 0.9, momentum 0.9, eps 1.0), gradients clipped to norm 5."""
+    o = DynamicOptions()
+    assert o.model_dump() == {
+        "normalize": True, "normalize_logits": False, "clamp": None, "init": "truncated_normal",
+        "optimizer": "rmsprop", "detach": True, "lr": 0.1, "momentum": None,
+        "rmsprop_decay": 0.9, "rmsprop_eps": 1.0, "clip_norm": 5.0, "sigma": 0.01,
     }
+    assert o.resolved_momentum == 0.9
+    assert DynamicOptions(optimizer="sgd").resolved_momentum == 0.0
     with pytest.raises(ValueError):
         NaiveDynamicOptions(sigma=0.1)  # the naive control has no sigma
     with pytest.raises(ValueError):
         DynamicOptions(lr=0.0)
+    with pytest.raises(ValueError, match="clamp"):
+        DynamicOptions(clamp=(0.9, 0.1))
+
+
+def test_truncated_normal_init_is_cut_at_two_std() -> None:
+    torch.manual_seed(0)
+    unit = make(DynamicWeighter, authors=True).unit
+    w = unit.linear.weight.detach()
+    assert float(w.abs().max()) <= 0.2 and float(w.std()) > 0.03
+    assert torch.equal(unit.linear.bias, torch.zeros(2))
+
+
+@pytest.mark.parametrize("normalize_logits", [False, True])
+def test_normalized_logits_bound_the_weights(normalize_logits: bool) -> None:
+    """With unit-length logits the T = 2 weights stay in [1/(1+e^sqrt2), 1/(1+e^-sqrt2)] =
+    [0.196, 0.804] however large the unit's weights grow: the paper's plateau. Raw logits don't."""
+    w = make(DynamicWeighter, normalize_logits=normalize_logits)
+    with torch.no_grad():
+        w.unit.linear.weight.normal_(generator=torch.Generator().manual_seed(0))
+        w.unit.linear.bias.copy_(torch.tensor([50.0, -50.0]))
+    weights = w.unit(features()).detach()
+    hi = 1 / (1 + math.exp(-math.sqrt(2)))
+    if normalize_logits:
+        assert float(weights.max()) <= hi + 1e-6 and float(weights.min()) >= 1 - hi - 1e-6
+    else:
+        assert float(weights.max()) > hi + 0.05
+    # trained on very different losses, the bounded weights plateau at (nearly) the bound
+    trained = make(DynamicWeighter, normalize_logits=normalize_logits, lr=1.0)
+    final = run(trained, [3.0, 0.1], 300)[-1]
+    assert float(final[0]) > 0.7
+    if normalize_logits:
+        assert float(final[0]) <= hi + 1e-6
+
+
+def test_clamp_bounds_and_renormalises() -> None:
+    w = make(DynamicWeighter, 2, clamp=(0.01, 0.99))
+    with torch.no_grad():
+        w.unit.linear.bias.copy_(torch.tensor([20.0, -20.0]))
+    weights = w.unit(features()).detach()
+    assert torch.allclose(weights, torch.tensor([0.99, 0.01]))
+    assert abs(float(weights.sum()) - 1) < 1e-6
+
+
+def test_rmsprop_step_is_tensorflow_1s() -> None:
+    """ms = 0.9 * 1 + 0.1 g^2 (ms starts at one); mom = lr g / sqrt(ms + eps); p -= mom."""
+    w = make(NaiveDynamicWeighter, optimizer="rmsprop", lr=0.1, clip_norm=None)
+    update = w.combine(WeighterInput(losses=torch.tensor([1.0, 3.0]), features=features()))
+    update.loss.backward()
+    before = [p.detach().clone() for p in w.unit.parameters()]
+    grads = [p.grad.clone() for p in w.unit.parameters()]
+    w.after_step(WeighterInput(losses=torch.tensor([1.0, 3.0])))
+    for p, b, g in zip(w.unit.parameters(), before, grads):
+        ms = 0.9 + 0.1 * g * g
+        assert torch.allclose(p, b - 0.1 * g / torch.sqrt(ms + 1.0), atol=1e-7)
+    # the second step carries momentum 0.9 of the first
+    assert float(w.unit.weight_momentum.abs().sum()) > 0
+
+
+def test_unit_gradient_is_clipped_to_the_global_norm() -> None:
+    w = make(NaiveDynamicWeighter, lr=1.0, clip_norm=1e-3)
+    update = w.combine(WeighterInput(losses=torch.tensor([1.0, 300.0]), features=features()))
+    update.loss.backward()
+    before = torch.cat([p.detach().flatten() for p in w.unit.parameters()])
+    w.after_step(WeighterInput(losses=torch.tensor([1.0, 300.0])))
+    after = torch.cat([p.detach().flatten() for p in w.unit.parameters()])
+    assert float((after - before).norm()) == pytest.approx(1e-3, rel=1e-4)
 
 
 # --- the weights ----------------------------------------------------------------------------
@@ -231,14 +313,18 @@ def test_after_step_is_plain_sgd_and_clears_grads() -> None:
 
 # --- checkpoints ----------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [DynamicWeighter, NaiveDynamicWeighter])
-def test_state_dict_round_trip_resumes_exactly(cls: type) -> None:
-    a = make(cls, 3, momentum=0.9)
+@pytest.mark.parametrize("authors", [False, True])
+def test_state_dict_round_trip_resumes_exactly(cls: type, authors: bool) -> None:
+    torch.manual_seed(0)
+    a = make(cls, 3, momentum=0.9, authors=authors)
     run(a, [0.5, 1.0, 2.0], 5)
     state = unit_state(a)
     assert {"weights", "unit.linear.weight", "unit.linear.bias", "unit.weight_momentum",
             "unit.bias_momentum"} <= set(state)
     assert float(state["unit.weight_momentum"].abs().sum()) > 0
-    b = make(cls, 3, momentum=0.9)
+    if authors:
+        assert {"unit.weight_square", "unit.bias_square"} <= set(state)
+    b = make(cls, 3, momentum=0.9, authors=authors)
     b.load_state_dict(state)
     assert torch.equal(b.weights, a.weights)
     wa = run(a, [0.5, 1.0, 2.0], 5, seed=100)

@@ -37,13 +37,61 @@ def test_head_shapes(margin: str, bn: bool) -> None:
     assert head(torch.randn(1, FEAT))["logits"].shape == (1, K)
 
 
-def test_centers_are_a_parameter_in_the_state_dict() -> None:
-    task = make_task(center_loss_weight=0.1, embedding_dim=EMB)
+def test_center_loss_defaults_are_the_authors() -> None:
+    o = make_task().options.center_loss
+    assert (o.space, o.update, o.rate) == ("normalized", "moving_average", 0.5)
+
+
+@pytest.mark.parametrize("update", ["moving_average", "learned"])
+def test_centers_are_in_the_state_dict_and_only_learned_ones_are_parameters(update: str) -> None:
+    task = make_task(center_loss_weight=0.1, embedding_dim=EMB, center_loss={"update": update})
     head = task.build_head(FEAT, {"num_classes": K})
     assert head.state_dict()["centers"].shape == (K, EMB)
-    assert any(p is head.centers for p in head.parameters())
+    in_params = any(p is head.centers for p in head.parameters())
+    assert in_params == (update == "learned")  # moving-average centres never reach an optimizer
     assert head(torch.randn(3, FEAT))["centers"] is head.centers
     assert "centers" not in make_task().build_head(FEAT, {"num_classes": K}).state_dict()
+
+
+def test_normalized_center_loss_is_bounded_whatever_the_embedding_scale() -> None:
+    torch.manual_seed(0)
+    emb = 1000.0 * torch.randn(16, EMB)
+    target = torch.randint(0, K, (16,))
+    out = {"logits": torch.zeros(16, K), "embedding": emb, "centers": torch.zeros(K, EMB)}
+    ce = make_task().per_sample_loss(out, target)
+    norm = make_task(center_loss_weight=1.0).per_sample_loss(out, target) - ce
+    raw = make_task(center_loss_weight=1.0, center_loss={"space": "raw"}).per_sample_loss(
+        out, target
+    ) - ce
+    assert torch.allclose(norm, torch.full((16,), 0.5))  # zero centres: 0.5 ||e/|e| ||^2
+    assert (raw > 1e4).all()  # the raw form grows with the embedding
+    # with any centre inside the unit ball the normalised term is at most 2
+    centers = F.normalize(torch.randn(K, EMB), dim=1)
+    out["centers"] = centers
+    norm = make_task(center_loss_weight=1.0).per_sample_loss(out, target) - ce
+    assert (norm <= 2.0 + 1e-5).all()
+
+
+def test_moving_average_update_is_the_authors_rule() -> None:
+    task = make_task(center_loss_weight=0.1, embedding_dim=2, embedding_bn=False,
+                     center_loss={"space": "raw", "rate": 0.5})
+    centers = torch.tensor([[1.0, 1.0], [5.0, 5.0], [-2.0, 0.0]])
+    emb = torch.tensor([[3.0, 1.0], [1.0, 3.0], [0.0, 0.0], [9.0, 9.0]])
+    target = torch.tensor([0, 0, MISSING_LABEL, 2])
+    task.update_state({"embedding": emb, "centers": centers}, target)
+    # class 0: c - 0.5 (c - mean(e)) with mean (2, 2); class 1 absent: unchanged; the unlabelled
+    # sample moves nothing (its filled-in label would otherwise drag class 0)
+    expected = torch.tensor([[1.5, 1.5], [5.0, 5.0], [3.5, 4.5]])
+    assert torch.allclose(centers, expected)
+
+
+def test_moving_average_centres_live_on_the_unit_sphere_side() -> None:
+    task = make_task(center_loss_weight=0.1, embedding_dim=2, embedding_bn=False)
+    centers = torch.zeros(1, 2)
+    emb = torch.tensor([[30.0, 40.0]])
+    for _ in range(40):
+        task.update_state({"embedding": emb, "centers": centers}, torch.tensor([0]))
+    assert torch.allclose(centers, torch.tensor([[0.6, 0.8]]), atol=1e-6)  # the normalised e
 
 
 @pytest.mark.parametrize("margin", MARGINS)
@@ -96,7 +144,9 @@ def test_center_loss_is_added_and_pulls_embeddings_to_their_center() -> None:
     per = center_loss(emb, centers, target)
     assert torch.allclose(per, torch.tensor([2.0, 2.0]))  # 0.5 * ||e - c_y||^2
     out = {"logits": torch.zeros(2, 2), "embedding": emb, "centers": centers}
-    with_c = make_task(center_loss_weight=0.1).per_sample_loss(out, target)
+    with_c = make_task(center_loss_weight=0.1, center_loss={"space": "raw"}).per_sample_loss(
+        out, target
+    )
     without = make_task().per_sample_loss(out, target)
     assert torch.allclose(with_c - without, 0.1 * per)
     with_c.sum().backward()
@@ -106,26 +156,39 @@ def test_center_loss_is_added_and_pulls_embeddings_to_their_center() -> None:
     assert (after < before).all()
 
 
-def test_center_loss_training_tightens_classes() -> None:
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"update": "learned"}, {"space": "raw"}, {"space": "raw", "update": "learned"}],
+)
+def test_center_loss_training_tightens_classes(variant: dict[str, str]) -> None:
     torch.manual_seed(0)
-    task = make_task(center_loss_weight=1.0, embedding_dim=EMB, embedding_bn=False)
+    task = make_task(center_loss_weight=1.0, embedding_dim=EMB, embedding_bn=False,
+                     center_loss=variant)
     head = task.build_head(FEAT, {"num_classes": 3})
     x = torch.randn(30, FEAT)
     y = torch.arange(30) % 3
 
     def spread() -> float:
         with torch.no_grad():
-            e = head(x)["embedding"]
+            e = task._center_space(head(x)["embedding"])
         return sum(float((e[y == k] - e[y == k].mean(0)).pow(2).sum()) for k in range(3))
 
-    before = spread()
-    for _ in range(20):  # plain gradient steps (torch.optim's first use is slow to import)
+    def center_term() -> float:
+        with torch.no_grad():
+            out = head(x)
+            return float(center_loss(task._center_space(out["embedding"]), out["centers"], y).mean())
+
+    before, term_before = spread(), center_term()
+    for _ in range(30):  # plain gradient steps (torch.optim's first use is slow to import)
         head.zero_grad()
-        task.loss(head(x), y).backward()
+        out = head(x)
+        task.loss(out, y).backward()
         with torch.no_grad():
             for p in head.parameters():
                 p -= 0.05 * p.grad
+            task.update_state(out, y)
     assert spread() < before
+    assert center_term() < term_before
 
 
 def test_options_are_checked() -> None:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 MarginKind = Literal["none", "cosface", "arcface"]
+CentersKind = Literal["none", "moving_average", "learned"]
 
 MARGIN_DEFAULTS: dict[str, float] = {"cosface": 0.35, "arcface": 0.5}
 """Margins of the CosFace (Wang et al. 2018) and ArcFace (Deng et al. 2019) papers."""
@@ -44,10 +45,12 @@ class CosineClassifier(nn.Module):
 
 
 class FaceIdentityHead(nn.Module):
-    """Features -> embedding (Linear [+ BatchNorm1d]) -> identity logits; optional class centers.
+    """Features -> embedding (Linear [+ BatchNorm1d]) -> identity logits; optional class centres.
 
-    Returns ``{"logits": [B, K], "embedding": [B, E]}`` plus ``"centers": [K, E]`` (the parameter
-    itself) when center loss is on, so the loss can reach the centers through the model's output.
+    Returns ``{"logits": [B, K], "embedding": [B, E]}`` plus ``"centers": [K, E]`` when center loss
+    is on. ``moving_average`` centres are a buffer (checkpointed with the model, never seen by the
+    optimizer, updated by the task after each step); ``learned`` centres are a parameter that the
+    optimizer trains through the loss.
     """
 
     def __init__(
@@ -59,7 +62,7 @@ class FaceIdentityHead(nn.Module):
         embedding_bn: bool = True,
         cosine: bool = False,
         scale: float = 30.0,
-        centers: bool = False,
+        centers: CentersKind = "none",
     ) -> None:
         super().__init__()
         self.embed = nn.Linear(feature_dim, embedding_dim)
@@ -69,10 +72,12 @@ class FaceIdentityHead(nn.Module):
             if cosine
             else nn.Linear(embedding_dim, num_classes)
         )
-        self.centers: nn.Parameter | None
-        if centers:
-            # zero init as in the center-loss paper's code: centers follow the embeddings
+        self.centers: Tensor | None
+        # zero init, as in the center-loss papers' code: centres follow the embeddings
+        if centers == "learned":
             self.centers = nn.Parameter(torch.zeros(num_classes, embedding_dim))
+        elif centers == "moving_average":
+            self.register_buffer("centers", torch.zeros(num_classes, embedding_dim))
         else:
             self.register_parameter("centers", None)
 
@@ -121,3 +126,25 @@ def center_loss(embedding: Tensor, centers: Tensor, target: Tensor) -> Tensor:
     """Per-sample ``0.5 * ||e - c_y||^2`` (Wen et al. 2016): pulls each class together."""
     diff = embedding - centers.index_select(0, target)
     return 0.5 * (diff * diff).sum(dim=1)
+
+
+def center_sums(embedding: Tensor, target: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Per-class sums ``[K, E]`` and counts ``[K]`` of the embeddings (targets all valid)."""
+    sums = torch.zeros(num_classes, embedding.shape[1], dtype=embedding.dtype,
+                       device=embedding.device)
+    sums.index_add_(0, target, embedding)
+    counts = torch.bincount(target, minlength=num_classes).to(embedding.dtype)
+    return sums, counts
+
+
+@torch.no_grad()
+def update_centers_(centers: Tensor, sums: Tensor, counts: Tensor, rate: float) -> Tensor:
+    """Moving-average step ``c_j <- c_j - rate * (c_j - mean of class j's embeddings)``.
+
+    This is the authors' update (``c_j -= (1 - alfa) * sum_i (c_j - e_i) / n_j``, their
+    ``center_loss_alfa = 0.5`` giving ``rate = 0.5``); classes absent from the batch stay put.
+    """
+    seen = counts > 0
+    means = sums / counts.clamp_min(1)[:, None]
+    step = torch.where(seen[:, None], centers - means.to(centers.dtype), torch.zeros_like(centers))
+    return centers.sub_(rate * step)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from mtlkit import distributed as D
 from mtlkit.errors import ConfigError
 from mtlkit.options import Options
 from mtlkit.task import MetricMeter, MetricSpec, Task, accuracy_from_logits
@@ -27,10 +28,34 @@ from mtlkit_face.metrics.verification import (
     roc_auc,
     tar_at_far,
 )
-from mtlkit_face.tasks.heads import MARGIN_DEFAULTS, FaceIdentityHead, center_loss, margin_logits
+from mtlkit_face.tasks.heads import (
+    MARGIN_DEFAULTS,
+    FaceIdentityHead,
+    center_loss,
+    center_sums,
+    margin_logits,
+    update_centers_,
+)
 
 TAR_FAR = 1e-2
 TAR_METRIC = "tar_at_far_1e-2"
+
+
+class CenterLossOptions(Options):
+    """The center-loss variant. The defaults are the paper authors' code (Ming et al. 2019):
+    the L2-normalised embedding (so ``0.5 ||e - c||^2 <= 2``) and moving-average centres that no
+    optimizer or weight decay touches."""
+
+    space: Literal["normalized", "raw"] = "normalized"
+    """normalized: on the unit-length embedding (the authors'); raw: on the embedding as the head
+    outputs it (after its BatchNorm), unbounded, mtlkit's form before 0.2."""
+    update: Literal["moving_average", "learned"] = "moving_average"
+    """moving_average: centres are a buffer moved towards each class's batch mean after every
+    step (Wen et al. 2016, the authors' code); learned: a parameter trained by the optimizer
+    through the loss (with its weight decay), mtlkit's form before 0.2."""
+    rate: float = Field(0.5, gt=0.0, le=1.0)
+    """Step of the moving average, ``c <- c - rate (c - batch mean)``; the authors'
+    ``--center_loss_alfa 0.5`` (their step is ``1 - alfa``) gives 0.5."""
 
 
 class FaceIdentityOptions(Options):
@@ -46,6 +71,8 @@ class FaceIdentityOptions(Options):
     """Margin size; None: 0.35 for cosface, 0.5 for arcface."""
     center_loss_weight: float = Field(0.0, ge=0.0)
     """Weight of 0.5 ||e - c_y||^2 added to each sample's loss; the paper's code uses 0.1."""
+    center_loss: CenterLossOptions = Field(default_factory=lambda: CenterLossOptions())
+    """Where the center loss is measured and how the centres move (defaults: the authors')."""
     max_pairs: int = Field(6000, ge=2)
     """Verification pairs per evaluation, half positive and half negative."""
     cross_expression_fraction: float = Field(0.5, ge=0.0, le=1.0)
@@ -179,7 +206,7 @@ class FaceIdentityTask(Task):
             embedding_bn=o.embedding_bn,
             cosine=o.margin != "none",
             scale=o.scale,
-            centers=o.center_loss_weight > 0,
+            centers=o.center_loss.update if o.center_loss_weight > 0 else "none",
         )
 
     def per_sample_loss(self, output: Any, target: Tensor) -> Tensor:
@@ -193,9 +220,26 @@ class FaceIdentityTask(Task):
         if o.center_loss_weight > 0:
             centers = output["centers"].float()
             loss = loss + o.center_loss_weight * center_loss(
-                output["embedding"].float(), centers, target
+                self._center_space(output["embedding"]), centers, target
             )
         return loss
+
+    def _center_space(self, embedding: Tensor) -> Tensor:
+        e = embedding.float()
+        return F.normalize(e, dim=1) if self.options.center_loss.space == "normalized" else e
+
+    def update_state(self, output: Any, target: Tensor) -> None:
+        """Moving-average centres: one step towards each class's mean over ALL ranks' samples."""
+        o = self.options
+        if o.center_loss_weight <= 0 or o.center_loss.update != "moving_average":
+            return
+        centers = output["centers"]
+        mask = self.labelled_mask(target)
+        e = self._center_space(output["embedding"].detach())[mask]
+        sums, counts = center_sums(e, target[mask].long(), centers.shape[0])
+        D.all_sum_(sums)
+        D.all_sum_(counts)
+        update_centers_(centers, sums, counts, o.center_loss.rate)
 
     def metrics(self) -> list[MetricSpec]:
         return [
