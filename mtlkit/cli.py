@@ -10,10 +10,20 @@ from typing import Any
 
 from mtlkit import __version__
 
+_EPILOG = """examples:
+  mtlkit train configs/demo.yaml -o trainer.epochs=3 -o output_dir=runs/x
+  mtlkit evaluate configs/demo.yaml -o output_dir=runs/x --checkpoint runs/x/last.pt
+  mtlkit train configs/demo.yaml -o 'weighter={name: equal}'   # -o replaces a whole section
+  mtlkit train configs/demo.yaml -o weighter.name=dwa -o weighter.lr=~   # ~ deletes a key
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="mtlkit", description="Plugin-based multi-task learning for PyTorch."
+        prog="mtlkit",
+        description="Plugin-based multi-task learning for PyTorch.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"mtlkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -26,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
             action="append",
             default=[],
             metavar="PATH=VALUE",
-            help="override a config field, e.g. -o trainer.epochs=3 (repeatable)",
+            help="override a config field (YAML value, repeatable, applied in order):"
+            " -o trainer.epochs=3; -o 'weighter={name: equal}' replaces a whole section;"
+            " -o weighter.lr=~ (or =null) deletes a key, so it takes its default",
         )
 
     tr = sub.add_parser("train", help="train a run described by a config")
@@ -132,10 +144,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
+    """One line per split and task. Counts (ints, or integral floats under a ``num_*`` or
+    ``*count`` key) print as integers, other numbers with 4 decimals; non-numbers are skipped."""
     for split, tasks in metrics.items():
         for task, values in tasks.items():
-            shown = ", ".join(f"{k}={v:.4f}" for k, v in values.items() if isinstance(v, float))
+            shown = ", ".join(
+                f"{k}={_format_metric(k, v)}"
+                for k, v in values.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            )
             print(f"[{split}] {task}: {shown}")
+
+
+def _format_metric(key: str, value: float) -> str:
+    """Keep ``accuracy=1.0000`` aligned with its peers but show ``num_pairs=2100``."""
+    is_count = key.startswith("num_") or key.endswith("count")
+    if isinstance(value, int) or (is_count and float(value).is_integer()):
+        return str(int(value))
+    return f"{value:.4f}"
 
 
 COMMANDS = {

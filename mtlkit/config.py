@@ -154,7 +154,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides; values are YAML scalars, list items use an index."""
+    """Apply ``a.b.c=value`` overrides in order; values are YAML, list items use an index.
+
+    A value that parses to null (``~`` or ``null``) deletes the key from its mapping, so the field
+    takes its default; ``key={...}`` replaces a whole section (e.g. ``weighter={name: equal}``).
+    """
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -164,17 +168,41 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from None
         parts = key.strip().split(".")
-        node: Any = data
-        for depth, part in enumerate(parts[:-1]):
-            node = _child(node, part, parts[: depth + 1], create=True)
-        last = parts[-1]
-        if isinstance(node, list):
-            node[_index(node, last, parts)] = value
-        elif isinstance(node, dict):
-            node[last] = value
+        if value is None:
+            _delete(data, parts, item)
         else:
-            raise ConfigError(f"override {item!r}: {'.'.join(parts[:-1])} is not a mapping")
+            _set(data, parts, value, item)
     return data
+
+
+def _set(data: dict[str, Any], parts: list[str], value: Any, item: str) -> None:
+    node: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        node = _child(node, part, parts[: depth + 1], create=True)
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_index(node, last, parts)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(f"override {item!r}: {'.'.join(parts[:-1])} is not a mapping")
+
+
+def _delete(data: dict[str, Any], parts: list[str], item: str) -> None:
+    """``key=~``: remove the key; one already absent is left absent, which is what was asked."""
+    node: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, dict) and node.get(part) is None:
+            return
+        node = _child(node, part, parts[: depth + 1], create=False)
+    if isinstance(node, list):
+        raise ConfigError(
+            f"override {item!r}: a null value deletes a mapping key, not a list item;"
+            f" set the whole list instead, e.g. -o '{'.'.join(parts[:-1])}=[...]'"
+        )
+    if not isinstance(node, dict):
+        raise ConfigError(f"override {item!r}: {'.'.join(parts[:-1])} is not a mapping")
+    node.pop(parts[-1], None)
 
 
 def _index(node: list[Any], part: str, path: list[str]) -> int:

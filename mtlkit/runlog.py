@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +118,30 @@ def read_steps(path: Path) -> list[dict[str, Any]]:
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
+_notified: set[str] = set()
+
+
+def _notice_no_matplotlib(out: Path) -> None:
+    """Say once per process why the plot is missing: the core install leaves matplotlib out."""
+    if "matplotlib" in _notified:
+        return
+    _notified.add("matplotlib")
+    print(
+        f"mtlkit: {out.name} not written: matplotlib is not installed"
+        " (pip install 'mtlkit[plot]', or set trainer.plot=false)",
+        file=sys.stderr,
+    )
+
+
 def plot_history(steps_path: Path, out: Path, tasks: list[str]) -> Path | None:
-    """PNG of task weights and task losses over training; None when matplotlib is absent."""
+    """PNG of task weights and task losses over training; None (and a notice) without matplotlib."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        _notice_no_matplotlib(out)
         return None
     rows = read_steps(steps_path) if steps_path.exists() else []
     if not rows:

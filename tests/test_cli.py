@@ -82,3 +82,67 @@ def test_train_then_evaluate(tmp_path: Path, host, capsys: pytest.CaptureFixture
     assert set(metrics["test"]) == {"a", "b"}
     assert main(["evaluate", str(path), "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_evaluate_names_a_results_file_and_a_run_folder(
+    tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path)))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text('{"metrics": {}}')
+    args = ["evaluate", str(path), "--checkpoint"]
+    assert main([*args, str(tmp_path / "run" / "results.json")]) == 2
+    err = capsys.readouterr().err
+    assert "results.json is not a checkpoint (it looks like JSON" in err
+    assert "weights_only" not in err and "pickle" not in err
+    assert main([*args, str(tmp_path / "run")]) == 2
+    assert "is a folder, not a file; it holds no *.pt files" in capsys.readouterr().err
+
+
+def test_override_help_tells_how_to_replace_and_delete(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv in (["--help"], ["train", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = " ".join(capsys.readouterr().out.split())
+        assert "-o 'weighter={name: equal}'" in out and "weighter.lr=~" in out
+    assert "replaces a whole section" in out and "deletes a key" in out
+
+
+def test_print_metrics_counts_as_integers(capsys: pytest.CaptureFixture[str]) -> None:
+    from mtlkit.cli import _print_metrics
+
+    values = {
+        "accuracy": 1.0,
+        "num_pairs": 2100.0,
+        "pair_count": 12.0,
+        "num_ratio": 0.5,
+        "support": 30,
+        "flag": True,
+        "name": "x",
+    }
+    _print_metrics({"test": {"face": values}})
+    assert capsys.readouterr().out == (
+        "[test] face: accuracy=1.0000, num_pairs=2100, pair_count=12, num_ratio=0.5000,"
+        " support=30\n"
+    )
+
+
+def test_missing_matplotlib_noticed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mtlkit import runlog
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(runlog, "_notified", set())
+    steps = tmp_path / "steps.jsonl"
+    for _ in range(2):
+        assert runlog.plot_history(steps, tmp_path / "training.png", ["a"]) is None
+    err = capsys.readouterr().err
+    assert err == (
+        "mtlkit: training.png not written: matplotlib is not installed"
+        " (pip install 'mtlkit[plot]', or set trainer.plot=false)\n"
+    )
+    assert not (tmp_path / "training.png").exists()

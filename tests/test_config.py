@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
+from typing import Union, get_args, get_origin
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from mtlkit.config import RunConfig, apply_overrides, load_config, resolve_run
 from mtlkit.errors import ConfigError
@@ -68,12 +71,62 @@ def test_overrides_parse_yaml_scalars(tmp_path: Path) -> None:
     assert cfg.weighter.options() == {"weights": {"a": 1, "c": 0}}
 
 
+def test_null_override_deletes_the_key(tmp_path: Path, host: PluginHost) -> None:
+    base = tiny_config(tmp_path, weighter={"name": "static", "weights": {"a": 1, "b": 2}})
+    base["trainer"]["max_steps"] = 5
+    switched = ["weighter.name=equal", "weighter.weights=~"]
+    cfg = load_config(data=base, overrides=[*switched, "trainer.max_steps=null", "tasks.1.id=~"])
+    assert cfg.weighter.name == "equal" and cfg.weighter.options() == {}
+    assert cfg.trainer.max_steps is None  # deleted: the default, the same as null
+    assert cfg.tasks[1].id is None and cfg.task_ids() == ["a", "classification"]
+    resolve_run(load_config(data=base, overrides=switched), host)
+    with pytest.raises(ConfigError, match="weights: unknown field"):
+        resolve_run(load_config(data=base, overrides=["weighter.name=equal"]), host)
+
+
+def test_null_override_of_an_absent_key_is_a_no_op(tmp_path: Path) -> None:
+    base = tiny_config(tmp_path)
+    out = apply_overrides(tiny_config(tmp_path), ["trainer.grad_clip=~", "scheduler.name=~"])
+    assert out == base
+    assert load_config(data=base, overrides=["weighter=~"]).weighter.name == "equal"
+
+
+def test_mapping_override_replaces_the_section(tmp_path: Path) -> None:
+    base = tiny_config(tmp_path, weighter={"name": "static", "weights": {"a": 1, "b": 2}})
+    cfg = load_config(data=base, overrides=["weighter={name: equal}"])
+    assert cfg.weighter.name == "equal" and cfg.weighter.options() == {}
+    cfg = load_config(data=base, overrides=["weighter={name: static, weights: null}"])
+    assert cfg.weighter.options() == {"weights": None}  # null inside a mapping is kept
+
+
+def _nullable_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, object]]:
+    """(path, default) of every field that accepts None, through nested config models."""
+    found = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            found += _nullable_fields(ann, f"{prefix}{name}.")
+        elif get_origin(ann) in (Union, types.UnionType) and type(None) in get_args(ann):
+            found.append((f"{prefix}{name}", field.get_default(call_default_factory=True)))
+    return found
+
+
+def test_deleting_a_nullable_core_field_equals_setting_it_null() -> None:
+    """``-o x=~`` deletes instead of setting null; for core fields both mean the default None."""
+    fields = _nullable_fields(RunConfig)
+    assert "trainer.max_steps" in dict(fields)
+    assert {path: default for path, default in fields if default is not None} == {}
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
         ("noequals", "not of the form"),
         ("tasks.7.id=x", "not an index"),
         ("seed.x=1", "not a mapping"),
+        ("seed.x=~", "not a mapping"),
+        ("tasks.0=~", "not a list item"),
+        ("tasks.0.id.x=~", "tasks.0.id is not a mapping"),
     ],
 )
 def test_bad_overrides(tmp_path: Path, override: str, message: str) -> None:
