@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
+import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +81,13 @@ def manifest_data(path: Path, **options: Any) -> dict[str, Any]:
 def png_bytes(seed: int = 7, size: int = 64) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels(seed, size)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def small_png() -> bytes:
+    """A uniform 12x12 PNG (~70 bytes): half of it ends before any pixel data."""
+    buf = io.BytesIO()
+    Image.new("L", (12, 12), 90).save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -153,37 +162,43 @@ BAD_FILES: list[tuple[str, str, Setup, tuple[str, ...]]] = [
         "bad image file",
         "truncated PNG",
         _bad_file("t.png", _content(png_bytes()[: len(png_bytes()) // 2])),
-        _file("t.png", "truncated"),
+        _file("t.png", "is truncated or corrupt"),
+    ),
+    (
+        "bad image file",
+        "small PNG truncated to half its bytes",
+        _bad_file("half.png", _content(small_png()[: len(small_png()) // 2])),
+        _file("half.png", "is truncated or corrupt: starts like a PNG file"),
     ),
     (
         "bad image file",
         "PNG cut inside its header",
         _bad_file("h.png", _content(png_bytes()[:20])),
-        _file("h.png", "cannot be opened"),
+        _file("h.png", "is truncated or corrupt"),
     ),
     (
         "bad image file",
         "PNG signature only",
         _bad_file("s.png", _content(png_bytes()[:8])),
-        _file("s.png", "not an image"),
+        _file("s.png", "is truncated or corrupt"),
     ),
     (
         "bad image file",
         "truncated JPEG",
         _bad_file("t.jpg", _content(jpeg_bytes()[: len(jpeg_bytes()) // 2])),
-        _file("t.jpg", "truncated"),
+        _file("t.jpg", "is truncated or corrupt"),
     ),
     (
         "bad image file",
         "JPEG cut inside its header",
         _bad_file("h.jpg", _content(jpeg_bytes()[:100])),
-        _file("h.jpg", "cannot be opened"),
+        _file("h.jpg", "is truncated or corrupt"),
     ),
     (
         "bad image file",
         "PNG with a corrupt data stream",
         _bad_file("crc.png", _content(bad_crc_png())),
-        _file("crc.png", "corrupt"),
+        _file("crc.png", "is truncated or corrupt"),
     ),
     (
         "bad image file",
@@ -195,7 +210,7 @@ BAD_FILES: list[tuple[str, str, Setup, tuple[str, ...]]] = [
         "bad image file",
         "JPEG marker then garbage",
         _bad_file("g.jpg", _content(b"\xff\xd8\xff" + bytes(range(256)) * 2)),
-        _file("g.jpg", "not an image PIL can read"),
+        _file("g.jpg", "is truncated or corrupt: starts like a JPEG file"),
     ),
     (
         "bad image file",
@@ -271,8 +286,8 @@ def _only_test_subject_fears(rows: list[str]) -> list[str]:
     return [r.replace(",sad", ",fear") if ",p0," in r else r for r in rows]
 
 
-def _line(n: int, reason: str) -> tuple[str, ...]:
-    return (f"faces.csv line {n}", reason)
+def _line(n: int, *reasons: str) -> tuple[str, ...]:
+    return (f"faces.csv line {n}", *reasons)
 
 
 BAD_MANIFESTS: list[tuple[str, str, Setup, tuple[str, ...]]] = [
@@ -290,6 +305,18 @@ BAD_MANIFESTS: list[tuple[str, str, Setup, tuple[str, ...]]] = [
     ),
     (
         "manifest",
+        "misspelt required column",
+        _rows(lambda r: r, header="path,subjects,expression"),
+        _line(1, "missing column(s) ['subject']", "'subjects': did you mean 'subject'?"),
+    ),
+    (
+        "manifest",
+        "semicolon header over comma rows",
+        _rows(lambda r: r, header="path;subject;expression"),
+        _line(1, "missing column(s)", "seems to be semicolon-separated"),
+    ),
+    (
+        "manifest",
         "repeated column",
         _rows(lambda r: [f"{x},p" for x in r], header="path,subject,expression,subject"),
         _line(1, "repeated column(s) ['subject']"),
@@ -298,7 +325,7 @@ BAD_MANIFESTS: list[tuple[str, str, Setup, tuple[str, ...]]] = [
         "manifest",
         "empty cell",
         _rows(_append("img/p0_happy_0.png,,happy")),
-        _line(EXTRA_LINE, "empty cell(s) in column(s) ['subject']"),
+        _line(EXTRA_LINE, "empty cell(s) in required column(s) ['subject']"),
     ),
     (
         "manifest",
@@ -497,7 +524,7 @@ BAD_CK48: list[tuple[str, str, Setup, tuple[str, ...]]] = [
         "ck48 folder",
         "truncated image",
         _ck48_with(lambda r: (r / "sad" / "S012_002_00000001.png").write_bytes(png_bytes()[:300])),
-        ("S012_002_00000001.png", "truncated"),
+        ("S012_002_00000001.png", "is truncated or corrupt"),
     ),
     (
         "ck48 folder",
@@ -636,8 +663,93 @@ def test_skip_policy_trains_and_reports(tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert code == 0, err
     data = json.loads((tmp_path / "run" / "results.json").read_text())["data"]
-    assert data["skipped"] == 2
+    assert data["skipped_images"] == data["skipped"] == 2
     first, second = data["skipped_files"]
     assert f"line {EXTRA_LINE}" in first and "empty.png" in first and "empty" in first
     assert f"line {EXTRA_LINE + 1}" in second and "text.png" in second and "not an image" in second
     assert data["total"]["images"] == SUBJECTS * len(EXPR) * PER
+
+
+@pytest.mark.bad_input("bad image file, skipped by policy")
+def test_skip_policy_announces_the_count_at_setup(tmp_path: Path) -> None:
+    def setup(root: Path) -> dict[str, Any]:
+        rows = faces(root)
+        (root / "img" / "half.png").write_bytes(small_png()[: len(small_png()) // 2])
+        return manifest_data(manifest(root, [*rows, "img/half.png,p2,happy"]), on_bad_image="skip")
+
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image\(s\) \(on_bad_image=skip\)"):
+        assert train(tmp_path, setup) == 0
+    data = json.loads((tmp_path / "run" / "results.json").read_text())["data"]
+    assert data["skipped_images"] == 1 and "half.png" in data["skipped_files"][0]
+
+
+# --- manifests that must load (with a warning where something is ignored) ----------------------
+
+
+def _delimited(sep: str) -> Setup:
+    return _rows(
+        lambda r: [x.replace(",", sep) for x in r], header=f"path{sep}subject{sep}expression"
+    )
+
+
+def _sequences(cells: Callable[[int], str]) -> Setup:
+    """A ``sequence`` column whose i-th cell is ``cells(i)`` (an empty string: unknown)."""
+    return _rows(
+        lambda r: [f"{x},{cells(i)}" for i, x in enumerate(r)],
+        header="path,subject,expression,sequence",
+        protocol="sequence-holdout",
+    )
+
+
+VALID_MANIFESTS: list[tuple[str, Setup, str | None]] = [
+    # (id, setup, a warning the run must give, if any)
+    ("semicolon-separated manifest", _delimited(";"), None),
+    ("tab-separated manifest", _delimited("\t"), None),
+    ("empty optional sequence cells", _sequences(lambda i: "" if i % 4 < 2 else "rec"), None),
+    ("every sequence cell empty", _sequences(lambda i: ""), None),
+    (
+        "misspelt optional column",
+        _rows(lambda r: [f"{x},take1" for x in r], header="path,subject,expression,sequnce"),
+        "'sequnce': did you mean 'sequence'?",
+    ),
+    (
+        "unknown extra column",
+        _rows(lambda r: [f"{x},ok" for x in r], header="path,subject,expression,notes"),
+        r"ignoring unknown column\(s\) \['notes'\]",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "setup, warning",
+    [
+        pytest.param(s, w, id=i, marks=pytest.mark.bad_input("manifest"))
+        for i, s, w in VALID_MANIFESTS
+    ],
+)
+def test_manifest_variants_train(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: Setup, warning: str | None
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = train(tmp_path, setup)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    data = json.loads((tmp_path / "run" / "results.json").read_text())["data"]
+    assert data["total"]["images"] == SUBJECTS * len(EXPR) * PER
+    notices = [str(w.message) for w in caught if "unknown column" in str(w.message)]
+    if warning is None:
+        assert not notices
+    else:
+        assert len(notices) == 1 and re.search(warning, notices[0]), notices
+
+
+@pytest.mark.bad_input("labels and split")
+def test_single_subject_test_fold_warns_at_setup(tmp_path: Path) -> None:
+    def setup(root: Path) -> dict[str, Any]:
+        return manifest_data(manifest(root, faces(root)), num_folds=SUBJECTS, val_fraction=0.4)
+
+    with pytest.warns(UserWarning, match="fold 0 has one subject in its test split: verification"):
+        assert train(tmp_path, setup) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["metrics"]["test"]["face_identity"]["num_pairs"] == 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from mtlkit_face.data.images import clear_cache, decode
-from mtlkit_face.data.manifest import ManifestData
+from mtlkit_face.data.images import BadImage, clear_cache, decode, open_image
+from mtlkit_face.data.manifest import ManifestData, read_manifest
 from PIL import Image
 
 from mtlkit.errors import DataError
@@ -128,7 +130,9 @@ def test_bad_rows(tmp_path: Path) -> None:
     build(tmp_path)
     base = (tmp_path / "faces.csv").read_text()
     bad_rows = {
-        "img/p0_happy_0.png,,happy": "line 18: empty cell.*subject",
+        "img/p0_happy_0.png,,happy": r"line 18: empty cell.* in required column.*\[.subject.\]",
+        "img/p0_happy_0.png,p0,": r"line 18: empty cell.*\['expression'\]",
+        ",p0,happy": r"line 18: empty cell.*\['path'\]",
         "img/p0_happy_0.png,p0,happy": r"line 18: duplicate path .*first at line 2\)",
         "../outside.png,p0,happy": r"line 18: path '\.\./outside\.png' leads outside",
         "/etc/passwd,p0,happy": "line 18: path '/etc/passwd' leads outside",
@@ -178,9 +182,10 @@ def test_skip_bad_files(tmp_path: Path) -> None:
     rows = "missing.png,p1,happy\nempty.png,p2,sad\ntext.png,p3,happy\n"
     m = tmp_path / "faces.csv"
     m.write_text(m.read_text() + rows)
-    data, splits = setup(m, on_bad_image="skip")
+    with pytest.warns(UserWarning, match=r"skipped 3 unreadable image\(s\) \(on_bad_image=skip\)"):
+        data, splits = setup(m, on_bad_image="skip")
     s = splits.summary
-    assert s["skipped"] == 3 and len(s["skipped_files"]) == 3
+    assert s["skipped_images"] == s["skipped"] == 3 and len(s["skipped_files"]) == 3
     assert "missing.png" in s["skipped_files"][0] and "line 18" in s["skipped_files"][0]
     assert s["total"]["images"] == 16 and len(data.records) == 19
     indices = sorted(int(i) for ds in splits.named().values() for i in ds.meta["index"])
@@ -191,3 +196,156 @@ def test_missing_manifest(tmp_path: Path) -> None:
     expect(tmp_path / "none.csv", "does not exist")
     (tmp_path / "empty.csv").write_text("path,subject,expression\n")
     expect(tmp_path / "empty.csv", "no rows")
+
+
+def test_skipped_images_notice_names_the_first_few_paths(tmp_path: Path) -> None:
+    build(tmp_path)
+    m = tmp_path / "faces.csv"
+    m.write_text(m.read_text() + "".join(f"gone{i}.png,p1,happy\n" for i in range(5)))
+    with pytest.warns(UserWarning) as caught:
+        _, splits = setup(m, on_bad_image="skip")
+    notice = next(str(w.message) for w in caught if "skipped" in str(w.message))
+    assert "manifest: skipped 5 unreadable image(s)" in notice
+    assert "gone0.png" in notice and "gone2.png" in notice and "gone3.png" not in notice
+    assert "2 more" in notice
+    assert splits.summary["skipped_images"] == 5
+    assert isinstance(splits.summary["skipped_images"], int)
+
+
+def test_no_skip_notice_when_nothing_is_skipped(tmp_path: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, splits = setup(build(tmp_path), on_bad_image="skip")
+    assert splits.summary["skipped_images"] == 0
+    assert not [w for w in caught if "skipped" in str(w.message)]
+
+
+# --- optional columns, delimiters, unknown columns -------------------------------------------
+
+
+def with_sequences(folder: Path, cells: list[str]) -> Path:
+    """``build`` with a sequence column whose 16 cells are ``cells`` (empty = unknown)."""
+    m = build(folder, sequence=True)
+    header, *rows = m.read_text().splitlines()
+    rows = [r.rsplit(",", 1)[0] + f",{c}" for r, c in zip(rows, cells, strict=True)]
+    m.write_text("\n".join([header, *rows]) + "\n")
+    return m
+
+
+def test_empty_optional_sequence_cell_is_a_singleton_sequence(tmp_path: Path) -> None:
+    cells = ["", "", "take1", "take1"] * 4  # happy frames: unknown; sad frames: one recording
+    data, splits = setup(with_sequences(tmp_path, cells), protocol="sequence-holdout")
+    seqs = [r.sequence for r in data.records]
+    assert seqs[:4] == ["p0/ (line 2)", "p0/ (line 3)", "p0/take1", "p0/take1"]
+    assert splits.summary["total"]["sequences"] == 4 * 3  # two singletons + take1, per person
+    sizes = np.bincount(data.table.sequence_idx)
+    singletons = [i for i, q in enumerate(data.table.sequences) if " (line " in q]
+    assert len(singletons) == 8 and (sizes[singletons] == 1).all()
+    test = splits.test.meta
+    for person in range(4):  # one whole sequence held out per person: a singleton or take1
+        held = test["sequence"][test["subject"] == person].unique()
+        assert len(held) == 1
+
+
+def test_all_sequence_cells_empty_still_loads(tmp_path: Path) -> None:
+    _, splits = setup(with_sequences(tmp_path, [""] * 16))
+    assert splits.summary["total"] == {"images": 16, "subjects": 4, "sequences": 16}
+
+
+def test_singleton_never_collides_with_a_real_sequence_name(tmp_path: Path) -> None:
+    cells = ["", "(line 2)"] + ["x"] * 14  # a real cell spelled like the singleton's name
+    data, _ = setup(with_sequences(tmp_path, cells), tasks=("expression",))
+    assert data.records[0].sequence != data.records[1].sequence
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"], ids=["semicolon", "tab"])
+def test_semicolon_and_tab_delimiters_are_detected(tmp_path: Path, delimiter: str) -> None:
+    m = build(tmp_path, sequence=True)
+    m.write_text(m.read_text().replace(",", delimiter))
+    data, splits = setup(m, protocol="sequence-holdout")
+    assert splits.summary["total"] == {"images": 16, "subjects": 4, "sequences": 8}
+    assert data.records[0].sequence == "p0/take0"
+
+
+def test_comma_manifest_with_semicolons_in_paths_stays_comma(tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    lines = ["path,subject,expression"]
+    for s in range(4):
+        for e in EXPR:
+            Image.new("L", (8, 8), 9 * s).save(tmp_path / "img" / f"a;{s};{e}.png")
+            lines.append(f"img/a;{s};{e}.png,p{s},{e}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    _, splits = setup(tmp_path / "m.csv", tasks=("expression",))
+    assert splits.summary["total"]["images"] == 8
+
+
+def test_undetected_semicolon_delimiter_is_named_in_the_error(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("path;subject;expression\na.png,p0,happy\nb.png,p1,sad\n")
+    expect(tmp_path / "m.csv", "missing column.*seems to be semicolon-separated")
+
+
+def test_undetected_tab_delimiter_is_named_in_the_error(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("path\tsubject\texpression\na.png\tp0\nb.png\n")
+    expect(tmp_path / "m.csv", "missing column.*seems to be tab-separated")
+
+
+def test_unknown_columns_are_listed_with_the_closest_known_name(tmp_path: Path) -> None:
+    m = build(tmp_path, sequence=True)
+    m.write_text(m.read_text().replace("sequence", "sequnce", 1).replace("\n", ",1\n"))
+    with pytest.warns(UserWarning, match="unknown column") as caught:
+        records = read_manifest(m)
+    notices = [str(w.message) for w in caught if "unknown column" in str(w.message)]
+    assert len(notices) == 1  # listed once, not per row
+    assert "['sequnce', '1']" in notices[0]
+    assert "'sequnce': did you mean 'sequence'?" in notices[0]
+    assert records[0].sequence == "p0/happy"  # the misspelt column is ignored, not used
+
+
+def test_unknown_column_without_a_close_name_has_no_suggestion(tmp_path: Path) -> None:
+    m = build(tmp_path)
+    header, *rows = m.read_text().splitlines()
+    m.write_text("\n".join([f"{header},comment", *(f"{r},ok" for r in rows)]) + "\n")
+    with pytest.warns(UserWarning, match=r"ignoring unknown column\(s\) \['comment'\]; known"):
+        read_manifest(m)
+
+
+def test_known_columns_only_give_no_notice(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_manifest(build(tmp_path, sequence=True))
+
+
+def test_misspelt_required_column_suggests_the_known_name(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("path,Subject,expression\na.png,p0,happy\n")
+    expect(tmp_path / "m.csv", r"missing column.*'Subject': did you mean 'subject'\?")
+
+
+# --- damaged versus non-image files ----------------------------------------------------------
+
+
+def png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (12, 12), 40),  # tiny: half the bytes ends inside the chunk list
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40), np.uint8)),
+    ],
+    ids=["small", "noisy"],
+)
+def test_png_truncated_to_half_is_truncated_or_corrupt(tmp_path: Path, image: Image.Image) -> None:
+    data = png(image)
+    (tmp_path / "half.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadImage, match="is truncated or corrupt") as info:
+        open_image(str(tmp_path / "half.png"))
+    assert "not an image" not in str(info.value)
+
+
+def test_non_image_file_is_not_an_image(tmp_path: Path) -> None:
+    (tmp_path / "x.png").write_bytes(b"path,subject,expression\n")
+    with pytest.raises(BadImage, match="is not an image PIL can read"):
+        open_image(str(tmp_path / "x.png"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from mtlkit_face.data.protocols import (
@@ -11,6 +13,7 @@ from mtlkit_face.data.protocols import (
     SubjectKFold,
     check_split,
     kfold_bounds,
+    warn_single_subject,
 )
 from mtlkit_face.data.records import FaceRecord, RecordTable, index_records, natural_key
 
@@ -147,6 +150,43 @@ def test_index_records_listed_class_without_images() -> None:
 
 def test_natural_sort() -> None:
     assert sorted(["S10", "S2", "S1"], key=natural_key) == ["S1", "S2", "S10"]
+
+
+def test_sequence_holdout_treats_unknown_sequences_as_singletons() -> None:
+    """Images without a sequence (one sequence each, as the manifest makes them) split alone."""
+    records = [FaceRecord("S0", f"S0/ (line {i})", EXPR[i % 3]) for i in range(5)]
+    records += [FaceRecord("S1", "S1/a", EXPR[f % 3], frame=f) for f in range(3)]
+    records += [FaceRecord("S1", "S1/b", EXPR[f % 3], frame=f) for f in range(3)]
+    table = index_records(records)
+    p = SequenceHoldout(val_fraction=0.2, seed=0)
+    split = p.split(table)
+    check_split(table, split, p, need_expressions=False)
+    test_s0 = [r for r in split.test if table.subject_idx[r] == 0]
+    assert len(test_s0) == 1  # one singleton of S0 held out: one image, not all five
+    assert len(split.val) == 1 and table.subject_idx[split.val[0]] == 0  # 3+ "sequences"
+    assert len(split.test) == 1 + 3  # S1 holds out one whole recording
+
+
+def test_single_subject_test_fold_warns() -> None:
+    table = make_table([2] * 3)
+    p = SubjectKFold(num_folds=3, fold=1, val_fraction=0.0)
+    with pytest.warns(UserWarning, match="fold 1 has one subject in its test split: verification"):
+        warn_single_subject(table, p.split(table), p)
+
+
+def test_single_subject_validation_split_warns() -> None:
+    table = make_table([2] * 6)
+    p = SubjectKFold(num_folds=3, fold=0, val_fraction=0.1)
+    with pytest.warns(UserWarning, match="one subject in its validation split"):
+        warn_single_subject(table, p.split(table), p)
+
+
+def test_two_subject_splits_do_not_warn() -> None:
+    table = make_table([2] * 8)
+    p = SubjectKFold(num_folds=4, fold=0, val_fraction=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_single_subject(table, p.split(table), p)
 
 
 def test_real_ck48_protocols_leak_free() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -15,7 +16,13 @@ from mtlkit.errors import DataError
 from mtlkit.options import Options
 from mtlkit.task import MISSING_LABEL
 from mtlkit_face.data.images import BadImage, decode, image_size
-from mtlkit_face.data.protocols import Protocol, SplitIndex, build_protocol, check_split
+from mtlkit_face.data.protocols import (
+    Protocol,
+    SplitIndex,
+    build_protocol,
+    check_split,
+    warn_single_subject,
+)
 from mtlkit_face.data.records import FaceRecord, RecordTable, index_records
 from mtlkit_face.data.transforms import (
     FlipShift,
@@ -27,6 +34,7 @@ from mtlkit_face.data.transforms import (
 
 SUPPORTED_TARGETS = ("face_identity", "expression")
 MAX_LISTED_SKIPS = 20
+NOTICE_SKIPS = 3
 
 
 class FaceDataOptions(Options):
@@ -62,6 +70,19 @@ class FaceDataOptions(Options):
 def skip_note(record: FaceRecord, bad: BadImage) -> str:
     """How a bad file is named in errors and in the summary (with its manifest line if any)."""
     return f"{record.origin}: {bad}" if record.origin else str(bad)
+
+
+def warn_skipped(dataset: str, skipped: list[str]) -> None:
+    """Say at setup how many files ``on_bad_image=skip`` left out: a skip must never be silent."""
+    if not skipped:
+        return
+    rest = len(skipped) - NOTICE_SKIPS
+    more = f"; {rest} more (the run summary lists up to {MAX_LISTED_SKIPS})" if rest > 0 else ""
+    warnings.warn(
+        f"{dataset}: skipped {len(skipped)} unreadable image(s) (on_bad_image=skip): first few:"
+        f" {'; '.join(skipped[:NOTICE_SKIPS])}{more}",
+        stacklevel=3,
+    )
 
 
 class FaceDataModule(DataModule):
@@ -135,10 +156,13 @@ class FaceDataModule(DataModule):
         layout = resolve_layout(data_config, o.image_size, lambda: self.native_size(records))
         inputs, kept, bad = self.load_images(records, layout)
         skipped = skipped + bad
+        warn_skipped(self.dataset_name, skipped)
         self.table = table = index_records([records[i] for i in kept], o.expressions)
         self.protocol = protocol = build_protocol(o)
         self.split_index = split = protocol.split(table)
         check_split(table, split, protocol, need_expressions="expression" in tasks)
+        if "face_identity" in tasks:
+            warn_single_subject(table, split, protocol)
 
         train_subjects = np.unique(table.subject_idx[split.train])
         ident_of = np.full(len(table.subjects), MISSING_LABEL, dtype=np.int64)
@@ -218,6 +242,7 @@ class FaceDataModule(DataModule):
                 "val": counts(split.val),
                 "test": counts(split.test),
             },
+            "skipped_images": len(skipped),
             "skipped": len(skipped),
             "skipped_files": skipped[:MAX_LISTED_SKIPS],
         }

@@ -80,7 +80,8 @@ def _open(path: str) -> Image.Image:
 
     Anything but a regular file is refused before PIL sees it: a folder, a dangling symlink, or a
     pipe/device (which could block or never end). Every exception PIL raises on a malformed file
-    becomes a ``BadImage``: a bad file is the data's fault, never a traceback from inside PIL.
+    becomes a ``BadImage``: a bad file is the data's fault, never a traceback from inside PIL. A
+    file with a known image signature is called "truncated or corrupt", any other "not an image".
     """
     try:
         st = os.stat(path)
@@ -99,13 +100,45 @@ def _open(path: str) -> Image.Image:
     try:
         return Image.open(path)
     except UnidentifiedImageError:
-        raise BadImage(path, "is not an image PIL can read") from None
+        raise BadImage(path, _unopenable(path)) from None
     except Image.DecompressionBombError as e:
         raise BadImage(path, f"is too large to decode safely ({e})") from None
     except OSError as e:
-        raise BadImage(path, f"cannot be opened ({e.strerror or e})") from None
+        if e.errno is not None:  # the OS refused (permissions...), not a malformed file
+            raise BadImage(path, f"cannot be opened ({e.strerror or e})") from None
+        raise BadImage(path, _unopenable(path, str(e) or type(e).__name__)) from None
     except Exception as e:  # SyntaxError, ValueError, struct.error...: a malformed header
-        raise BadImage(path, f"cannot be opened ({type(e).__name__}: {e})") from None
+        raise BadImage(path, _unopenable(path, f"{type(e).__name__}: {e}")) from None
+
+
+def sniff_format(path: str) -> str | None:
+    """The PIL format whose signature the file starts with (None: no known image signature).
+
+    Tells a damaged image ("truncated or corrupt") from a file that is no image at all.
+    """
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(16)
+    except OSError:
+        return None
+    Image.init()
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        try:
+            if accept is not None and accept(prefix):
+                return fmt
+        except Exception:  # a plugin's check that trips on a short prefix: not this format
+            continue
+    return None
+
+
+def _unopenable(path: str, detail: str = "") -> str:
+    """Why PIL could not open ``path``: damaged if it starts like an image, else not an image."""
+    fmt = sniff_format(path)
+    if fmt is None:
+        return "is not an image PIL can read (no known image signature)"
+    why = f" ({detail})" if detail else ""
+    return f"is truncated or corrupt: starts like a {fmt} file, but PIL cannot open it{why}"
 
 
 def open_image(path: str) -> Image.Image:
@@ -118,8 +151,9 @@ def open_image(path: str) -> Image.Image:
         raise BadImage(path, f"is too large to decode safely ({e})") from None
     except Exception as e:  # OSError, SyntaxError, EOFError, ValueError... from the decoder
         im.close()
-        reason = "truncated" if "truncat" in str(e).lower() else "corrupt"
-        raise BadImage(path, f"is {reason} ({e or type(e).__name__})") from None
+        detail = str(e) or type(e).__name__
+        reason = f"is truncated or corrupt: a {im.format or 'image'} file PIL cannot decode"
+        raise BadImage(path, f"{reason} ({detail})") from None
     return im
 
 

@@ -3,16 +3,21 @@
 Relative paths resolve against the manifest's folder and may not leave it (checked on the path's
 text, so symlinks inside the folder are allowed). Without a ``sequence`` column, each
 (subject, expression) pair is one sequence, the safe choice for video-frame datasets. Sequence
-ids are namespaced by subject, so "001" of two people are two sequences. Labels are case-sensitive,
-so two spellings of one label that differ only in case or spacing ("Happy"/"happy", "s01"/"S01")
-are refused: they would silently become two classes or two people.
+ids are namespaced by subject, so "001" of two people are two sequences. An empty cell in an
+optional column means "unknown": an image with an empty ``sequence`` cell is a sequence of its own
+(a singleton), so ``sequence-holdout`` may hold it out alone. An empty required cell is an error.
+Labels are case-sensitive, so two spellings of one label that differ only in case or spacing
+("Happy"/"happy", "s01"/"S01") are refused: they would silently become two classes or two people.
+The delimiter (``,``, ``;`` or tab) is detected; unknown columns are ignored with a warning.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import os
 import unicodedata
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,9 @@ from mtlkit_face.data.records import FaceRecord
 
 REQUIRED = ("path", "subject", "expression")
 OPTIONAL = ("sequence",)
+"""Columns whose empty cells mean "unknown" (see ``sequence_id``)."""
+DELIMITERS = ",;\t"
+SNIFF_LINES = 50
 
 
 class ManifestOptions(FaceDataOptions):
@@ -40,6 +48,71 @@ def _fold(label: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", label).casefold().split())
 
 
+def sniff_delimiter(manifest: Path) -> str | None:
+    """The delimiter of the first lines: ``,``, ``;`` or tab; None if ``csv.Sniffer`` can't tell."""
+    with open(manifest, newline="", encoding="utf-8-sig") as f:
+        sample = "".join(f.readline() for _ in range(SNIFF_LINES))
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return None
+
+
+def _delimiter_hint(cells: list[str], used: str) -> str:
+    """A hint when the header line holds another delimiter than the one it was split on."""
+    for d, name in ((";", "semicolon"), ("\t", "tab")):
+        if d != used and any(d in c for c in cells):
+            return f"; the file seems to be {name}-separated (the header line contains {d!r})"
+    return ""
+
+
+def _did_you_mean(names: list[str], choices: list[str]) -> str:
+    """Say "('sequnce': did you mean 'sequence'?)" for each name close to one of ``choices``."""
+    hints = [
+        f"{n!r}: did you mean {m[0]!r}?"
+        for n in names
+        if (m := difflib.get_close_matches(n, choices, n=1))
+    ]
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+def read_header(manifest: Path, cells: list[str], delimiter: str) -> dict[str, int]:
+    """Position of each known column; a missing or repeated column is an error, others a warning."""
+    header = [c.strip() for c in cells]
+    known = (*REQUIRED, *OPTIONAL)
+    unknown = [h for h in header if h not in known]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        guesses = [g for g in unknown if difflib.get_close_matches(g, missing, n=1)]
+        raise DataError(
+            f"{manifest} line 1: missing column(s) {missing} (header: {header}); expected"
+            f" {', '.join(REQUIRED)}[, {', '.join(OPTIONAL)}]"
+            f"{_did_you_mean(guesses, missing)}{_delimiter_hint(cells, delimiter)}"
+        )
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise DataError(f"{manifest} line 1: repeated column(s) {dup}")
+    if unknown:
+        absent = [c for c in OPTIONAL if c not in header]
+        warnings.warn(
+            f"{manifest} line 1: ignoring unknown column(s) {unknown}"
+            f"{_did_you_mean(unknown, absent)}; known columns: {', '.join(known)}",
+            stacklevel=3,
+        )
+    return {name: header.index(name) for name in known if name in header}
+
+
+def sequence_id(subject: str, sequence: str | None, expression: str, line: int) -> str:
+    """A globally unique sequence id: namespaced by subject; a singleton when the cell is empty.
+
+    No ``sequence`` column (None): one sequence per (subject, expression). An empty cell: the
+    image is its own sequence, named by its line (a stripped cell never starts with a space).
+    """
+    if sequence is None:
+        return f"{subject}/{expression}"
+    return f"{subject}/{sequence}" if sequence else f"{subject}/ (line {line})"
+
+
 def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[FaceRecord]:
     """Parse and check the manifest; each error names the file, the line and the reason."""
     if not manifest.is_file():
@@ -50,30 +123,22 @@ def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[
     first_line: dict[str, int] = {}
     spelling: dict[tuple[str, str], tuple[str, int]] = {}
     try:
+        delimiter = sniff_delimiter(manifest) or ","
         with open(manifest, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            missing = [c for c in REQUIRED if c not in header]
-            if missing:
-                raise DataError(
-                    f"{manifest} line 1: missing column(s) {missing} (header: {header}); "
-                    f"expected {', '.join(REQUIRED)}[, sequence]"
-                )
-            dup = sorted({h for h in header if header.count(h) > 1})
-            if dup:
-                raise DataError(f"{manifest} line 1: repeated column(s) {dup}")
-            col = {name: header.index(name) for name in (*REQUIRED, *OPTIONAL) if name in header}
+            reader = csv.reader(f, delimiter=delimiter)
+            first = next(reader, [])
+            col = read_header(manifest, first, delimiter)
             for row in reader:
                 line = reader.line_num
                 where = f"{manifest} line {line}"
                 if not any(cell.strip() for cell in row):
                     continue
-                if len(row) != len(header):
-                    raise DataError(f"{where}: {len(row)} fields, the header has {len(header)}")
+                if len(row) != len(first):
+                    raise DataError(f"{where}: {len(row)} fields, the header has {len(first)}")
                 cells = {name: row[i].strip() for name, i in col.items()}
-                empty = [name for name, value in cells.items() if not value]
+                empty = [name for name in REQUIRED if not cells[name]]
                 if empty:
-                    raise DataError(f"{where}: empty cell(s) in column(s) {empty}")
+                    raise DataError(f"{where}: empty cell(s) in required column(s) {empty}")
                 full = os.path.normpath(os.path.join(folder, cells["path"]))
                 if not _inside(full, folder):
                     raise DataError(
@@ -93,18 +158,17 @@ def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[
                     )
                 for column in ("subject", "expression"):
                     value = cells[column]
-                    first, at = spelling.setdefault((column, _fold(value)), (value, line))
-                    if first != value:
+                    seen, at = spelling.setdefault((column, _fold(value)), (value, line))
+                    if seen != value:
                         raise DataError(
-                            f"{where}: {column} {value!r} differs from {first!r} (line {at}) only"
+                            f"{where}: {column} {value!r} differs from {seen!r} (line {at}) only"
                             f" in case or spacing; write one label the same way on every row"
                         )
                 subject = cells["subject"]
-                sequence = cells.get("sequence", expression)
                 records.append(
                     FaceRecord(
                         subject=subject,
-                        sequence=f"{subject}/{sequence}",
+                        sequence=sequence_id(subject, cells.get("sequence"), expression, line),
                         expression=expression,
                         path=full,
                         origin=where,

@@ -5,10 +5,12 @@
   verification are measured on unseen people. Validation people are carved from the training ones.
 - ``sequence-holdout``: closed-set identification; one whole sequence of each person with two or
   more is held out for test, so the test expression of that person is never seen in training.
+  An image whose sequence is unknown (an empty manifest cell) is a sequence of its own.
 """
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -116,6 +118,8 @@ class SequenceHoldout(Protocol):
     sequences. Validation: a second sequence, at ``(r + fold + 1) % n``, from subjects with 3+
     sequences (so each keeps one for training), for as many subjects (chosen by the seed) as make
     about ``val_fraction`` of the training sequences. Subjects with one sequence stay in training.
+    An image with no known sequence (an empty manifest cell) counts as a sequence of its own, so it
+    can be held out alone while other frames of its recording stay in training.
     """
 
     val_fraction: float = 0.1
@@ -216,4 +220,22 @@ def check_split(
             raise DataError(
                 f"{protocol.name}: expression class(es) {missing} have no training images in this"
                 " split (choose another fold or protocol)"
+            )
+
+
+def warn_single_subject(table: RecordTable, split: SplitIndex, protocol: Protocol) -> None:
+    """Warn when the test or validation split holds one person: verification needs two.
+
+    Without a different-person pair such a split reports ``num_pairs=0`` and no verification
+    metric; expression metrics still work, so this is a warning, not an error.
+    """
+    fold = getattr(protocol, "fold", 0)
+    advice = {"test": "lower num_folds", "validation": "raise val_fraction"}
+    for name, rows in (("test", split.test), ("validation", split.val)):
+        if len(rows) and len(np.unique(table.subject_idx[rows])) == 1:
+            hint = f" ({advice[name]})" if protocol.holds_out_subjects else ""
+            warnings.warn(
+                f"{protocol.name}: fold {fold} has one subject in its {name} split: verification"
+                f" needs at least two, so it reports num_pairs=0 and no verification metrics{hint}",
+                stacklevel=2,
             )
