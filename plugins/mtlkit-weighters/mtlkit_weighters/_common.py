@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -48,20 +48,37 @@ def stable_seed(*parts: object) -> int:
     return (zlib.crc32(text) << 31 | zlib.crc32(text[::-1])) & (2**63 - 1)
 
 
+HeadGradients = Literal["weighted", "own"]
+"""How a gradient method trains the task heads (``GramWeighter.head_gradients``)."""
+
+
 class GramWeighter(Weighter):
     """Base of the methods whose update is a linear combination ``sum_i w_i g_i`` of the task
     gradients, with ``w`` computed from the T x T Gram matrix ``K = G G^T`` only.
 
     ``combine`` is: one ``[T, T]`` Gram product and one ``[T] @ [T, D]`` product on the device,
     around a subclass's ``solve(K, inp) -> w``. ``Update.weights = w`` are the coefficients of the
-    shared update; each head gets ``w_i`` times its own loss gradient (the framework's contract),
-    so the step is the gradient of ``sum_i w_i L_i`` with the shared part replaced by the method's.
-    The ``rep`` option (where offered) switches ``needs`` to representation gradients. The
-    combined gradient is written over row 0 of the trainer's gradient buffer when it is handed over
-    as scratch, so it costs no D-sized allocation.
+    shared update. What the task heads get is declared once per method in ``head_gradients`` and
+    turned into ``Update.head_weights`` by :meth:`head_weights_for`. The ``rep`` option (where
+    offered) switches ``needs`` to representation gradients. The combined gradient is written over
+    row 0 of the trainer's gradient buffer when it is handed over as scratch, so it costs no
+    D-sized allocation.
     """
 
     needs = Needs(grads="parameters")
+    head_gradients: ClassVar[HeadGradients] = "weighted"
+    """``"weighted"``: head i gets ``w_i`` times its own loss gradient, as when the reference code
+    back-propagates ``sum_i w_i L_i`` through every parameter (the method's ``w`` must be >= 0).
+    ``"own"``: head i gets its own loss gradient unscaled, as when the reference code accumulates
+    each task's plain backward into its decoder and only replaces the shared gradient; a negative
+    or tiny shared coefficient then never reaches a head. A method that needs something else
+    overrides :meth:`head_weights_for` (IMTL-L: ``exp(s_i)``)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.head_gradients not in ("weighted", "own"):
+            raise TypeError(f"{cls.__name__}.head_gradients must be 'weighted' or 'own',"
+                            f" not {cls.head_gradients!r}")
 
     def __init__(self, task_names: Sequence[str], options: Options | None = None) -> None:
         super().__init__(task_names, options)
@@ -76,6 +93,11 @@ class GramWeighter(Weighter):
     def solve(self, k: Tensor, inp: WeighterInput) -> Tensor:
         """Task weights ``[T]`` (on ``k``'s device) from the Gram matrix ``k``."""
 
+    def head_weights_for(self, w: Tensor) -> Tensor | None:
+        """``Update.head_weights`` for the shared coefficients ``w``, per ``head_gradients``:
+        None (the engine then uses ``w``) for ``"weighted"``, ones for ``"own"``."""
+        return torch.ones_like(w) if self.head_gradients == "own" else None
+
     def combine(self, inp: WeighterInput) -> Update:
         grads = inp.grads
         if grads is None:
@@ -84,4 +106,5 @@ class GramWeighter(Weighter):
             w = self.record(torch.ones(1, device=grads.device))
         else:
             w = self.record(self.solve(gram(grads), inp))
-        return Update(weights=w, grad=combine_input_rows(w, grads, inp.grads_scratch))
+        return Update(weights=w, grad=combine_input_rows(w, grads, inp.grads_scratch),
+                      head_weights=self.head_weights_for(w))

@@ -275,7 +275,9 @@ def nash_weights(
     concave-convex procedure. ``K`` gets ``reg * I`` so that ``f`` stays bounded below when the
     gradients are linearly dependent (at a Pareto-stationary point the equation has no solution:
     the weights grow like ``1/sqrt(reg)`` while the update ``sum a_i g_i`` shrinks to zero).
-    ``start`` warm-starts from the previous step's weights.
+    ``start`` warm-starts from the previous step's weights; the start (or ones) is first moved to
+    the minimum of ``f`` along its ray, ``a <- a sqrt(T / a^T K a)`` (exact line minimisation), so a
+    start of the wrong scale (the first step's ones, gradients that shrank) costs no iterations.
     """
     t = k.shape[0]
     kr = k + reg * np.eye(t)
@@ -284,6 +286,9 @@ def nash_weights(
         a = start.astype(np.float64).copy()
     else:
         a = np.ones(t)
+    quad = float(a @ kr @ a)
+    if np.isfinite(quad) and quad > 0:
+        a = a * np.sqrt(t / quad)
     for _ in range(max_iter):
         ka = kr @ a
         grad = ka - 1.0 / a

@@ -12,6 +12,13 @@ with ``sigma = sqrt(min lambda_r)`` (``scale: min``, the paper's choice), the me
 value (``median``) or ``sqrt(mean lambda_r)`` (``rmse``). ``rep: true`` is Aligned-MTL-UB (the
 gradients w.r.t. the shared representation). The T x T eigendecomposition runs on the host, after
 ONE copy of the Gram matrix to the CPU per step.
+
+The coefficients ``w`` may be negative, even for T = 2 (``G = [[1, 0], [10, 1]]`` gives
+``w = (0.893, -0.078)``): legitimate for the shared combination, never for a head.
+
+Heads: each task's own loss gradient, unscaled (``head_gradients = "own"``): the authors' code
+(and LibMTL's) backpropagates every task's plain loss into its decoder and aligns the shared
+gradients only.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ class AlignedMTLWeighter(GramWeighter):
     Options = AlignedMTLOptions
     options: AlignedMTLOptions
     needs = Needs(grads="parameters")
+    head_gradients = "own"
 
     def solve(self, k: Tensor, inp: WeighterInput) -> Tensor:
         (host,) = to_host(k)

@@ -7,8 +7,13 @@ around ``g_0``: ``max_d min_i g_i . d`` s.t. ``||d - g_0|| <= c ||g_0||``. Its d
     w = argmin_{w in simplex} g_w . g_0 + c ||g_0|| ||g_w||,   g_w = sum_i w_i g_i,
 
 and the update is ``d = g_0 + (c ||g_0|| / ||g_w||) g_w``, divided by ``1 + c^2`` (the reference
-code's ``rescale=1``) and multiplied by T to match the scale of the summed loss (as the reference
-code does).
+code's ``rescale=1``) and multiplied by T.
+
+The factor T is our convention, on purpose: every weighter here is on the scale of the summed loss
+``sum_i L_i`` (equal weighting's gradient is ``T g_0``), so the learning rates of equal weighting
+carry over. The Nash-MTL authors' CAGrad does the same ("to match the sum loss"); LibMTL's CAGrad
+returns the mean-scale ``d`` without the factor T: a learning rate ``lr`` there is ``lr / T``
+here.
 
 All of it is expressed through the T x T Gram matrix. For T = 2 the dual has a closed form,
 computed on the device (no host sync, ``_solvers.cagrad_weights_2``); for T > 2 it is solved on
@@ -17,6 +22,9 @@ the host (an exact reduction to a few warm-started min-norm problems,
 ``Update.weights`` are the coefficients of the raw gradients, ``T (1/T + lambda w) / (1 + c^2)``
 with ``lambda = c ||g_0|| / ||g_w||``. ``c = 0`` is equal weighting; the paper uses ``c = 0.4``
 (NYUv2, CityScapes).
+
+Heads: each task's own loss gradient, unscaled (``head_gradients = "own"``): the reference code
+backpropagates every task's plain loss into its decoder and replaces the shared gradient only.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ class CAGradWeighter(GramWeighter):
     Options = CAGradOptions
     options: CAGradOptions
     needs = Needs(grads="parameters")
+    head_gradients = "own"
 
     def coefficients(self, k: Tensor, w: Tensor) -> Tensor:
         """Coefficients of the raw gradients in the update, from the Gram matrix and dual ``w``."""

@@ -12,6 +12,9 @@ contributes with the largest norm). The heads are trained on their own log losse
 ``Update.weights = 1 / (L_i + eps)`` (the logged weights); the balancing factors ``a`` are kept in
 the ``alpha`` buffer.
 
+Heads: ``1 / (L_i + eps)`` times their own loss gradient, the gradient of their own log loss (the
+reference code's decoders train on ``log(L_i + eps)``); ``Update.head_weights`` is left None.
+
 The EMA is a persistent ``[T, D]`` buffer (sized in ``setup``; it round-trips through
 ``state_dict``), updated in place with ``addcmul_`` (no [T, D] temporary): DB-MTL therefore holds
 2 T D floats (the trainer's gradient buffer plus the EMA). No host sync.

@@ -11,6 +11,8 @@ weight is
 so tasks with a low KPI (hard tasks) get larger weights. ``k`` is clamped to ``[eps, 1 - eps]``
 (a perfect task would otherwise get weight 0 forever, a hopeless one weight infinity). The moving
 averages are buffers (resume is exact). Cost: free.
+
+Heads: ``w_i`` times their own loss gradient (the one backward of the weighted loss; ``w >= 0``).
 """
 
 from __future__ import annotations

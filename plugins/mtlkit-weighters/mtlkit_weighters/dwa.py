@@ -9,6 +9,8 @@ and ``w = 1`` during the first two epochs (no two completed epochs yet); ``Temp 
 means are accumulated from the (detached) step losses on the device; the running sums and the last
 two epoch means are buffers, and the epoch bookkeeping (plain ints, no host sync) is the module's
 extra state, so a resumed run continues identically. Cost: free. Needs the epoch counter.
+
+Heads: ``w_i`` times their own loss gradient (the one backward of the weighted loss; ``w > 0``).
 """
 
 from __future__ import annotations

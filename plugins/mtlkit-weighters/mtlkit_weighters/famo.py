@@ -22,6 +22,8 @@ update for step t runs at the start of step t+1 with the losses of step t stored
 extra forward, no host sync, so FAMO costs exactly what equal weighting costs (the paper's own
 "free + the post-step loss"; the authors' scripts re-evaluate the same batch instead, one extra
 forward). Everything (logits, previous losses, Adam moments) is in buffers: resume is exact.
+
+Heads: ``w_i`` times their own loss gradient (the one backward of ``L``; ``w > 0``).
 """
 
 from __future__ import annotations

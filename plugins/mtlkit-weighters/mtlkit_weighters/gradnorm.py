@@ -12,6 +12,8 @@ into the one backward (``L_grad`` reaches only ``w``, since the ``g_i`` are cons
 its own optimizer param group (``lr``, default 0.025, no weight decay); after the optimizer step it
 is clamped positive and renormalised to sum to T (``needs.after_step``). ``L_i(0)`` (the first
 step's losses) is a buffer, so a resumed run keeps the original reference. No host sync.
+
+Heads: ``w_i`` times their own loss gradient (the one backward of ``sum_i w_i L_i``; ``w > 0``).
 """
 
 from __future__ import annotations

@@ -15,6 +15,13 @@ Everything comes from the T x T Gram matrix (``g_a . u_b = K_ab / sqrt(K_bb)``);
 (T-1) x (T-1) system is solved on the device with ``torch.linalg.solve_ex`` (no host sync); a
 singular system (e.g. identical gradients) falls back to ``a = 1/T``. ``rep: true`` uses the
 representation gradients, as the paper does for efficiency.
+
+For T >= 3 the coefficients ``a`` may be negative (the equal-projection point can lie outside the
+cone of the gradients): legitimate for the shared combination, never for a head.
+
+Heads: their own loss gradient times ``e^{s_i}`` with IMTL-L (the decoders train on the scaled
+loss ``e^{s_i} L_i - s_i``, as in the paper and LibMTL), unscaled with IMTL-G alone
+(``loss_balance: false``); never the shared coefficient ``a_i``.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ class IMTLWeighter(GramWeighter):
     Options = IMTLOptions
     options: IMTLOptions
     needs = Needs(grads="parameters")
+    head_gradients = "own"
 
     def __init__(self, task_names: Sequence[str], options: IMTLOptions | None = None) -> None:
         super().__init__(task_names, options)
@@ -74,6 +82,12 @@ class IMTLWeighter(GramWeighter):
         e = self.loss_scale.detach().exp().to(k64.dtype)
         return (imtl_g(e[:, None] * k64 * e[None, :]) * e).float()
 
+    def head_weights_for(self, w: Tensor) -> Tensor:
+        """``e^{s_i}`` with IMTL-L (the heads' scaled losses), ones with IMTL-G alone."""
+        if not self.options.loss_balance:
+            return torch.ones_like(w)
+        return self.loss_scale.detach().exp().to(w.dtype)
+
     def combine(self, inp: WeighterInput) -> Update:
         grads = inp.grads
         if grads is None:
@@ -84,7 +98,8 @@ class IMTLWeighter(GramWeighter):
         if self.options.loss_balance:
             s = self.loss_scale
             loss = (s.exp() * inp.losses.detach().to(s.dtype) - s).sum()
-        return Update(weights=w, grad=combine_input_rows(w, grads, inp.grads_scratch), loss=loss)
+        return Update(weights=w, grad=combine_input_rows(w, grads, inp.grads_scratch), loss=loss,
+                      head_weights=self.head_weights_for(w))
 
     def param_groups(self) -> list[dict[str, Any]]:
         return own_param_groups(self, self.options.lr)

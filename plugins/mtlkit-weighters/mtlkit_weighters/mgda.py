@@ -19,6 +19,19 @@ direction is the normalised problem's min-norm point, re-expressed as a convex c
 raw gradients (weights ``a_i / n_i``, renormalised). By default the weights are scaled to
 sum to T, like equal weighting (and the Nash-MTL/FAMO benchmark code); ``sum_to: one`` keeps the
 paper's simplex weights.
+
+Conventions that differ from well-known code, on purpose:
+
+- The factor T (``sum_to: tasks``): Sener & Koltun's code and LibMTL step on the simplex
+  combination itself (sum 1); here every weighter is on the scale of the summed loss, so the
+  learning rates of equal weighting carry over (a learning rate ``lr`` there is ``lr / T`` here).
+- MGDA-UB (``rep: true``) solves on the gradients w.r.t. the FULL representation ``[B, F]``,
+  i.e. ``K_ij = sum_b z_ib . z_jb`` as in the paper's bound; LibMTL's ``rep_grad`` sums the
+  representation gradients over the batch first (``[F]``), which drops every cross-sample
+  difference between the tasks' gradients.
+
+Heads: ``w_i`` times their own loss gradient (``head_gradients = "weighted"``), as Sener &
+Koltun's code backpropagates ``sum_t scale[t] * loss_t`` through the decoders too; ``w >= 0``.
 """
 
 from __future__ import annotations
@@ -64,6 +77,7 @@ class MGDAWeighter(GramWeighter):
     Options = MGDAOptions
     options: MGDAOptions
     needs = Needs(grads="parameters")
+    head_gradients = "weighted"
 
     def solve(self, k: Tensor, inp: WeighterInput) -> Tensor:
         n = normalizers(k, inp.losses, self.options.normalize)

@@ -5,17 +5,24 @@ The update ``d = sum_i a_i g_i`` is the Nash bargaining solution: ``a > 0`` solv
 
     G G^T a = 1 / a   (elementwise),
 
-so that every task's directional derivative ``g_i . d = 1 / a_i`` is positive. As in the
-reference code the Gram matrix is first divided by its Frobenius norm (the weights are then
-comparable across steps), and the combined shared gradient is clipped to ``max_norm`` (the
-reference clips the shared parameters' gradient after the backward; ``max_norm: null`` turns it
-off; the clip is folded into the coefficients through the Gram matrix: no extra pass over the
-gradients, no host sync).
+on the RAW Gram matrix ``K = G G^T``, so that every task's directional derivative
+``g_i . d = 1 / a_i`` is positive and ``||d||^2 = a^T K a = T``. For conditioning the equation is
+solved on ``K / ||K||_F`` and the answer rescaled: if ``(K / n) b = 1 / b`` then ``a = b / sqrt(n)``
+solves ``K a = 1 / a`` (the reference code divides by the norm for its cvxpy solver but keeps the
+raw equation in its constraint ``alpha_i n (K / n alpha)_i >= 1``). Scaling every gradient by s
+scales the weights by 1/s and leaves ``d`` unchanged. The combined shared gradient is then clipped
+to ``max_norm`` (the reference clips the shared parameters' gradient after the backward;
+``max_norm: null`` turns it off; the clip is folded into the coefficients through the Gram matrix:
+no extra pass over the gradients, no host sync). Before the clip ``||d|| = sqrt(T)`` (up to the
+ridge), so with the reference's ``max_norm`` 1 every step of the shared parameters has norm 1.
 
 The equation is solved by damped Newton on the convex potential ``a^T K a / 2 - sum log a``
 (``_solvers.nash_weights``; the reference uses cvxpy's concave-convex procedure), warm-started
-from the previous step's weights, which are a buffer (resume is exact). It needs ONE copy of the
-T x T Gram matrix (and the T previous weights) to the CPU per step.
+from the previous step's weights, which are a buffer holding the raw ``a`` (resume is exact). It
+needs ONE copy of the T x T Gram matrix (and the T previous weights) to the CPU per step.
+
+Heads: ``a_i`` times their own loss gradient (``head_gradients = "weighted"``; ``a > 0``), as the
+reference backpropagates ``sum_i a_i L_i`` through every parameter and clips the shared ones only.
 """
 
 from __future__ import annotations
@@ -39,8 +46,9 @@ class NashMTLOptions(Options):
     tol: float = Field(1e-14, gt=0.0)
     """Stop when half the squared Newton decrement is below this."""
     reg: float = Field(1e-6, ge=0.0)
-    """Ridge added to the normalised Gram matrix (keeps the problem bounded at Pareto-stationary
-    points, where the equation has no solution)."""
+    """Ridge added to the normalised Gram matrix ``K / ||K||_F``, i.e. ``reg ||K||_F`` on the raw
+    one: relative, so the weights stay scale-free. Keeps the problem bounded at Pareto-stationary
+    points, where the equation has no solution."""
     max_norm: float | None = Field(1.0, gt=0.0)
     """Clip the combined shared gradient to this norm (the reference's 1.0); null: no clipping."""
 
@@ -51,6 +59,7 @@ class NashMTLWeighter(GramWeighter):
     Options = NashMTLOptions
     options: NashMTLOptions
     needs = Needs(grads="parameters")
+    head_gradients = "weighted"
 
     def __init__(self, task_names: Sequence[str], options: NashMTLOptions | None = None) -> None:
         super().__init__(task_names, options)
@@ -59,11 +68,17 @@ class NashMTLWeighter(GramWeighter):
     def solve(self, k: Tensor, inp: WeighterInput) -> Tensor:
         host, start = to_host(k, self.alpha)
         norm = float(np.linalg.norm(host))
-        if not np.isfinite(norm) or norm <= 0:
-            a = np.ones(self.num_tasks)
-        else:
-            a = nash_weights(host / norm, start, self.options.max_iter, self.options.tol,
+        a = None
+        if np.isfinite(norm) and norm > 0:
+            # solve (K / n + reg I) b = 1 / b, then a = b / sqrt(n): (K + reg n I) a = 1 / a
+            root = float(np.sqrt(norm))
+            b = nash_weights(host / norm, start * root, self.options.max_iter, self.options.tol,
                              self.options.reg)
+            a = b / root
+            if not np.all(np.isfinite(a)) or float(a.max()) > np.finfo(np.float32).max:
+                a = None  # gradients so small that the weights leave float32
+        if a is None:
+            a = np.ones(self.num_tasks)
         w = to_device(a, k)
         self.alpha.copy_(w)
         return w
@@ -76,8 +91,10 @@ class NashMTLWeighter(GramWeighter):
         w = self.record(self.solve(k, inp))
         coef = w
         if self.options.max_norm is not None:
-            # ||sum_i w_i g_i||^2 = w^T K w: the clip folds into the coefficients (the heads keep
-            # their weights, as the reference clips the shared parameters only)
+            # ||sum_i w_i g_i||^2 = w^T K w (= T up to the ridge): the clip folds into the
+            # coefficients (the heads keep their weights, as the reference clips the shared
+            # parameters only)
             norm = (w.to(k.dtype) @ k @ w.to(k.dtype)).clamp_min(0).sqrt().to(w.dtype)
             coef = w * (self.options.max_norm / (norm + 1e-6)).clamp(max=1.0)
-        return Update(weights=w, grad=combine_input_rows(coef, grads, inp.grads_scratch))
+        return Update(weights=w, grad=combine_input_rows(coef, grads, inp.grads_scratch),
+                      head_weights=self.head_weights_for(w))

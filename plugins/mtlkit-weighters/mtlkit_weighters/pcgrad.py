@@ -10,7 +10,11 @@ T x T coefficient matrix ``C`` (``g_i^pc = sum_j C_ij g_j``) and every dot produ
 Gram matrix: ``g_i^pc . g_j = (C K)_ij``. The whole surgery is O(T^3) on T x T tensors on the
 device (no host sync, no copy of the [T, D] buffer), and the update is ``(1^T C) G``: one
 ``[T] @ [T, D]`` product. ``Update.weights = 1^T C`` (the coefficient of each raw gradient; all
-ones when nothing conflicts), which also scale the heads' gradients.
+ones when nothing conflicts).
+
+Heads: each task's own loss gradient, unscaled (``head_gradients = "own"``): the reference code
+(the authors' and LibMTL's) backpropagates every task's plain loss into its decoder and projects
+the shared gradients only.
 
 The random orders are drawn from a generator seeded by ``(seed, step)`` (``needs.counters``), so
 a resumed run draws the same orders; ``order: fixed`` uses index order instead.
@@ -64,6 +68,7 @@ class PCGradWeighter(GramWeighter):
     Options = PCGradOptions
     options: PCGradOptions
     needs = Needs(grads="parameters", counters=True)
+    head_gradients = "own"
 
     def orders(self, step: int | None) -> Tensor:
         """``[T, T-1]``: the other tasks in the order each task visits them at ``step``."""

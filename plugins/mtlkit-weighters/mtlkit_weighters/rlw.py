@@ -7,6 +7,8 @@ name)``, so the weights are a pure function of the global step: a resumed run dr
 the uninterrupted run drew, no RNG state needs checkpointing, and permuting the tasks permutes the
 weights. The T draws happen on the CPU (T numbers) and are copied to the device without a sync.
 Cost: free. Needs the step counter.
+
+Heads: ``w_i`` times their own loss gradient (the one backward of the weighted loss; ``w > 0``).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ Each task gets a learned log-variance ``s_i = log sigma_i^2`` and the model is t
 so the logged weights are ``w_i = exp(-s_i) / 2``. For fixed losses the optimum is ``s_i = log L_i``
 (``dL/ds_i = (1 - exp(-s_i) L_i) / 2``). The ``s_i`` are ordinary parameters in their own
 optimizer param group (no weight decay; ``lr`` option). Cost: free (one backward, as equal).
+
+Heads: ``w_i`` times their own loss gradient (the one backward of the weighted loss; ``w > 0``).
 """
 
 from __future__ import annotations

@@ -12,14 +12,25 @@ import pytest
 import torch
 from torch import Tensor
 
+from mtlkit.errors import WeighterError
 from mtlkit.plugins import PluginHost
 from mtlkit.weighter import Update, Weighter, WeighterInput, WeighterSetup
 
-NAMES = [
-    "uncertainty", "dwa", "rlw", "dtp", "famo", "gradnorm", "mgda", "pcgrad", "cagrad", "imtl",
-    "nash_mtl", "aligned_mtl", "db_mtl",
-]
-"""Every weighter this distribution registers."""
+DIST = "mtlkit-weighters"
+
+_HOST: PluginHost | None = None
+
+
+def host() -> PluginHost:
+    """The process-wide host with entry points loaded (our plugin must be installed)."""
+    global _HOST
+    if _HOST is None:
+        _HOST = PluginHost()
+    return _HOST
+
+
+NAMES = [e.name for e in host().weighters.entries() if e.dist == DIST]
+"""Every weighter this distribution registers, read from the plugin registry (sorted)."""
 
 VARIANTS: list[tuple[str, dict[str, Any]]] = [
     *[(n, {}) for n in NAMES],
@@ -36,17 +47,6 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
 def variant_id(v: tuple[str, dict[str, Any]]) -> str:
     name, opts = v
     return name + "".join(f"-{k}={val}" for k, val in opts.items())
-
-
-_HOST: PluginHost | None = None
-
-
-def host() -> PluginHost:
-    """The process-wide host with entry points loaded (our plugin must be installed)."""
-    global _HOST
-    if _HOST is None:
-        _HOST = PluginHost()
-    return _HOST
 
 
 def make_weighter(name: str, task_names: Sequence[str], **options: Any) -> Weighter:
@@ -77,7 +77,8 @@ class FakeTrainer:
     step metric ``exp(-loss)``. Batch ``s`` is a pure function of ``(seed, s)``, so a resumed run
     sees the batches the uninterrupted one saw. ``perm`` reorders the tasks (and their data).
     One SGD optimizer holds the model and the weighter's param groups; ``steps_per_epoch`` makes
-    the epoch counter. As in the real engine, the stacked gradients are handed over as scratch.
+    the epoch counter. As in the real engine, the stacked gradients are handed over as scratch,
+    and each head gets its own loss gradient times ``Update.head_weights`` (None: the weights).
     """
 
     def __init__(
@@ -189,7 +190,11 @@ class FakeTrainer:
                                 grads_scratch=True, **counters)
             update = w.combine(inp)
             assert update.grad is not None
-            for h, hg, wi in zip(self.heads, head_grads, update.weights):
+            # each head: its own loss gradient times Update.head_weights, as the engine does
+            hw = update.weights if update.head_weights is None else update.head_weights
+            if not bool((hw >= 0).all()):
+                raise WeighterError(f"negative head weights {hw.tolist()}")
+            for h, hg, wi in zip(self.heads, head_grads, hw.detach()):
                 h.grad = hg * wi
             if rep:
                 assert update.grad.shape == z.shape
@@ -228,3 +233,32 @@ def grads_input(
         losses=torch.tensor(losses, dtype=torch.float32), grads=grads, step=step, epoch=epoch,
         metrics=None if metrics is None else torch.tensor(metrics, dtype=torch.float32),
     )
+
+
+# --- raw gradients of the kinds the reference checks run on ------------------------------------
+
+GRAD_KINDS = ["random", "small", "conflicting", "parallel"]
+"""Raw, unnormalised task gradients: ``random`` N(0, 1); ``small`` the same at 1e-4 scale;
+``conflicting`` every pair at a negative dot product (the centred basis vectors ``e_i - 1/t``,
+plus noise, unequal norms; needs ``d >= t``); ``parallel`` near-parallel (a common direction plus
+2% noise, norms 0.5 to 5)."""
+
+
+def raw_grads(kind: str, t: int, d: int = 6, seed: int = 0) -> Tensor:
+    """``[t, d]`` float64 gradients of one of the :data:`GRAD_KINDS`."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(t, d, generator=g, dtype=torch.float64)
+    norms = torch.linspace(0.5, 5.0, t, dtype=torch.float64)[torch.randperm(t, generator=g)]
+    if kind == "random":
+        return noise
+    if kind == "small":
+        return 1e-4 * noise
+    if kind == "conflicting":  # e_i - 1/t: pairwise cosine -1/(t-1), then noise and norms
+        out = 0.05 * noise
+        out[:, :t] += torch.eye(t, dtype=torch.float64) - 1.0 / t
+        return norms[:, None] * out / out.norm(dim=1, keepdim=True)
+    if kind == "parallel":
+        base = torch.randn(d, generator=g, dtype=torch.float64)
+        out = base / base.norm() + 0.02 * noise / d**0.5
+        return norms[:, None] * out
+    raise ValueError(kind)

@@ -19,20 +19,22 @@ def _losses(*values: float, grad: bool = True) -> torch.Tensor:
 # --- uncertainty ---------------------------------------------------------------------------------
 
 
-def test_uncertainty_equals_its_closed_form() -> None:
+@pytest.mark.parametrize("scale", [1.0, 1e-4])
+def test_uncertainty_equals_its_closed_form(scale: float) -> None:
     w = make_weighter("uncertainty", ["a", "b"])
     with torch.no_grad():
         w.log_vars.copy_(torch.tensor([0.3, -1.2]))
-    losses = _losses(2.0, 0.5)
+    raw = torch.tensor([2.0, 0.5]) * scale  # raw loss values, also tiny ones
+    losses = raw.clone().requires_grad_(True)
     out = w.combine(WeighterInput(losses=losses))
     s = torch.tensor([0.3, -1.2])
-    expected = (0.5 * torch.exp(-s) * torch.tensor([2.0, 0.5]) + 0.5 * s).sum()
+    expected = (0.5 * torch.exp(-s) * raw + 0.5 * s).sum()
     torch.testing.assert_close(out.loss, expected)
     torch.testing.assert_close(out.weights, 0.5 * torch.exp(-s))
     out.loss.backward()
     # dL/dL_i = exp(-s_i) / 2 and dL/ds_i = (1 - exp(-s_i) L_i) / 2
     torch.testing.assert_close(losses.grad, 0.5 * torch.exp(-s))
-    expected_grad = 0.5 * (1 - torch.exp(-s) * torch.tensor([2.0, 0.5]))
+    expected_grad = 0.5 * (1 - torch.exp(-s) * raw)
     torch.testing.assert_close(w.log_vars.grad, expected_grad)
 
 
@@ -52,14 +54,17 @@ def test_uncertainty_log_variances_converge_to_log_loss() -> None:
 # --- DWA -----------------------------------------------------------------------------------------
 
 
-def test_dwa_first_two_epochs_then_the_formula() -> None:
+@pytest.mark.parametrize("scale", [1.0, 1e-4])
+def test_dwa_first_two_epochs_then_the_formula(scale: float) -> None:
+    """Raw loss values, also tiny ones (the ratios, hence the weights, do not depend on scale)."""
     w = make_weighter("dwa", ["a", "b"])
     epochs = {0: [[2.0, 1.0], [4.0, 3.0]], 1: [[1.0, 1.5], [2.0, 0.5]], 2: [[1.0, 1.0]]}
     seen: dict[int, list[torch.Tensor]] = {}
     step = 0
     for epoch, rows in epochs.items():
         for row in rows:
-            out = w.combine(WeighterInput(losses=_losses(*row), step=step, epoch=epoch))
+            out = w.combine(WeighterInput(losses=_losses(*(scale * v for v in row)), step=step,
+                                          epoch=epoch))
             seen.setdefault(epoch, []).append(out.weights)
             step += 1
     for epoch in (0, 1):
@@ -71,11 +76,12 @@ def test_dwa_first_two_epochs_then_the_formula() -> None:
     w = make_weighter("dwa", ["a", "b"], temp=2.0)
     means = {0: (3.0, 2.0), 1: (1.5, 1.8), 2: (1.0, 1.0)}
     for epoch, (la, lb) in means.items():
-        out = w.combine(WeighterInput(losses=_losses(la, lb), step=epoch, epoch=epoch))
+        out = w.combine(WeighterInput(losses=_losses(scale * la, scale * lb), step=epoch,
+                                      epoch=epoch))
     r = torch.tensor([1.5 / 3.0, 1.8 / 2.0])
     expected = 2 * torch.exp(r / 2) / torch.exp(r / 2).sum()
     torch.testing.assert_close(out.weights, expected)
-    torch.testing.assert_close(out.loss, (expected * torch.tensor([1.0, 1.0])).sum())
+    torch.testing.assert_close(out.loss, scale * (expected * torch.tensor([1.0, 1.0])).sum())
     assert float(out.weights[1]) > float(out.weights[0])  # the slower task gets more weight
 
 
@@ -111,6 +117,27 @@ def test_famo_logit_update_by_hand(update: str) -> None:
     torch.testing.assert_close(second.weights, zz / (c * torch.tensor([0.5, 1.8])))
     # its loss is sum_i z_i / c log L_i
     torch.testing.assert_close(second.loss, (zz / c * torch.tensor([0.5, 1.8]).log()).sum())
+
+
+@pytest.mark.parametrize("update", ["sgd", "adam"])
+def test_famo_is_scale_free_on_tiny_losses(update: str) -> None:
+    """Losses 1e-4 times smaller (eps negligible): the same logits and the same weights (they sum
+    to 1: ``sum_i z_i / (c D_i) = 1``); at either scale the gradient of its loss
+    ``sum_i z_i / c log D_i`` w.r.t. each ``L_i`` is exactly the logged weight."""
+    rows = [(1.0, 2.0), (0.5, 1.8), (0.45, 1.0), (0.5, 0.9)]
+    outs = {}
+    for scale in (1.0, 1e-4):
+        w = make_weighter("famo", ["a", "b"], update=update, eps=1e-14)
+        for row in rows:
+            losses = _losses(*(scale * v for v in row))
+            out = w.combine(WeighterInput(losses=losses))
+            out.loss.backward()
+            # dL/dL_i = z_i / (c D_i) = w_i: the weights are exactly the loss gradient
+            torch.testing.assert_close(losses.grad, out.weights, rtol=1e-5, atol=0)
+        outs[scale] = (w.logits.clone(), out.weights)
+        assert float(out.weights.sum()) == pytest.approx(1.0, abs=1e-6)
+    torch.testing.assert_close(outs[1e-4][0], outs[1.0][0], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(outs[1e-4][1], outs[1.0][1], rtol=1e-4, atol=1e-7)
 
 
 def test_famo_decay_and_min_losses() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from mtlkit_weighters._solvers import min_norm_2, min_norm_simplex
 
-from .conftest import grads_input, make_weighter
+from .conftest import GRAD_KINDS, grads_input, make_weighter, raw_grads
 
 
 def _brute_force_2(g1: torch.Tensor, g2: torch.Tensor) -> float:
@@ -76,6 +76,44 @@ def test_simplex_solver_matches_a_projected_gradient_reference(seed: int) -> Non
     # optimality: every task's directional derivative along -d is at least ||d||^2
     d = a @ g
     assert (g @ d >= d @ d - 1e-6).all()
+
+
+@pytest.mark.parametrize("t", [2, 3, 5])
+@pytest.mark.parametrize("kind", GRAD_KINDS)
+def test_kkt_conditions_on_raw_inputs(kind: str, t: int) -> None:
+    """``min_{a in simplex} a^T K a`` on raw small-norm, conflicting and near-parallel gradients:
+    with ``m = a^T K a``, ``(K a)_i = m`` where ``a_i > 0`` and ``(K a)_i >= m`` where ``a_i = 0``
+    (the KKT conditions, which suffice for this convex problem)."""
+    grads = raw_grads(kind, t)
+    out = make_weighter("mgda", [str(i) for i in range(t)], sum_to="one").combine(
+        grads_input([1.0] * t, grads)
+    )
+    a = out.weights.double()
+    assert float(a.min()) >= 0 and float(a.sum()) == pytest.approx(1.0, abs=1e-6)
+    k = grads @ grads.T
+    ka = k @ a
+    m = float(a @ ka)
+    tol = 1e-6 * float(k.diagonal().max())
+    active = a > 1e-6
+    assert float((ka[active] - m).abs().max()) <= tol, (ka, m)
+    assert float((ka - m).min()) >= -tol
+    # the update is the min-norm point itself (the heads get a_i times their own gradient)
+    assert out.head_weights is None
+    assert float(out.grad.double().norm() ** 2) == pytest.approx(m, rel=1e-4, abs=tol)
+
+
+def test_ub_uses_the_full_representation_gradients() -> None:
+    """MGDA-UB here solves on the ``[B, F]`` representation gradients: per-sample differences
+    count. Summed over the batch first (LibMTL's ``rep_grad``), these two tasks look parallel."""
+    grads = torch.tensor([[[2.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 0.0]]])  # [T, B, F]
+    out = make_weighter("mgda", ["a", "b"], rep=True, sum_to="one").combine(
+        grads_input([1, 1], grads)
+    )
+    torch.testing.assert_close(out.weights, torch.tensor([0.2, 0.8]))  # K = diag(4, 1)
+    summed = make_weighter("mgda", ["a", "b"], sum_to="one").combine(
+        grads_input([1, 1], grads.sum(1))
+    )
+    torch.testing.assert_close(summed.weights, torch.tensor([0.0, 1.0]))
 
 
 def test_normalisation_gives_a_convex_combination_of_raw_gradients() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from mtlkit_weighters.plugin import WEIGHTERS
 
 from mtlkit.config import load_config
 from mtlkit.runlog import read_steps
@@ -26,6 +27,7 @@ def test_found_through_the_entry_point() -> None:
     h = host()
     assert "weighters" in [p.name for p in h.plugins()]
     assert not [p for p in h.broken() if p.name == "weighters"]
+    assert NAMES == sorted(WEIGHTERS)  # the tests' names come from the registry: all of them
     for name in NAMES:
         entry = h.weighters.entry(name)
         assert entry.dist == "mtlkit-weighters" and entry.summary
