@@ -43,8 +43,22 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a run described by a config")
     overrides(tr)
+    resume = tr.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from <output_dir>/last.pt (an error if there is none)",
+    )
+    resume.add_argument(
+        "--resume-if-possible",
+        action="store_true",
+        help="continue from <output_dir>/last.pt if it exists, else start afresh",
+    )
     tr.add_argument(
-        "--resume", action="store_true", help="continue from <output_dir>/last.pt if it exists"
+        "--allow-config-change",
+        action="store_true",
+        help="on resume, accept changed epochs, optimizer, scheduler or weighter options (the"
+        " schedule is recomputed and the change recorded); data, tasks and backbone never change",
     )
     tr.add_argument(
         "--nproc",
@@ -118,11 +132,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         return launch(args.nproc, sys.argv[1:])
     from mtlkit.config import load_config
+    from mtlkit.preempt import TrainingInterrupted
     from mtlkit.trainer import Trainer
 
     config = load_config(args.config, args.override)
     trainer = Trainer(config)
-    results = trainer.fit(resume=args.resume)
+    mode = "if-possible" if args.resume_if_possible else bool(args.resume)
+    try:
+        results = trainer.fit(resume=mode, allow_config_change=args.allow_config_change)
+    except TrainingInterrupted as exc:
+        if trainer.is_main:
+            print(f"mtlkit: {exc}", file=sys.stderr)
+            print(f"mtlkit: resume with: {_resume_command()}", file=sys.stderr)
+        return exc.exit_code
     if trainer.is_main:
         _print_metrics(results["metrics"])
         print(f"results: {trainer.run_dir / 'results.json'}")
@@ -137,31 +159,34 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.override)
     state = load_checkpoint(args.checkpoint)
     trainer = Trainer(config)
+    trainer.check_checkpoint(state, purpose="evaluate", split=args.split)
     trainer.load_state_dict(state, model_only=True)
     metrics = trainer.evaluate(args.split)
     print(json.dumps({args.split: metrics}, indent=2))
     return 0
 
 
+def _resume_command() -> str:
+    """This command line with ``--resume`` (and without ``--resume-if-possible``)."""
+    import shlex
+
+    argv = [a for a in sys.argv[1:] if a not in ("--resume", "--resume-if-possible")]
+    return shlex.join(["mtlkit", *argv, "--resume"])
+
+
 def _print_metrics(metrics: dict[str, Any]) -> None:
+    from mtlkit.notices import format_metric
+
     """One line per split and task. Counts (ints, or integral floats under a ``num_*`` or
     ``*count`` key) print as integers, other numbers with 4 decimals; non-numbers are skipped."""
     for split, tasks in metrics.items():
         for task, values in tasks.items():
             shown = ", ".join(
-                f"{k}={_format_metric(k, v)}"
+                f"{k}={format_metric(k, v)}"
                 for k, v in values.items()
                 if isinstance(v, int | float) and not isinstance(v, bool)
             )
             print(f"[{split}] {task}: {shown}")
-
-
-def _format_metric(key: str, value: float) -> str:
-    """Keep ``accuracy=1.0000`` aligned with its peers but show ``num_pairs=2100``."""
-    is_count = key.startswith("num_") or key.endswith("count")
-    if isinstance(value, int) or (is_count and float(value).is_integer()):
-        return str(int(value))
-    return f"{value:.4f}"
 
 
 COMMANDS = {

@@ -57,12 +57,16 @@ class TaskSpec(Component):
 
 
 class OptimizerConfig(_Strict):
-    name: Literal["adamw", "sgd"] = "adamw"
+    name: Literal["adamw", "sgd", "rmsprop"] = Field(
+        "adamw", description="rmsprop: TensorFlow 1's form (eps inside the root; the paper's code)"
+    )
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd and rmsprop")
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
+    rmsprop_decay: float = Field(0.9, ge=0, lt=1, description="rmsprop: mean-square decay")
+    rmsprop_eps: float = Field(1.0, gt=0, description="rmsprop: epsilon (TF1 and the paper: 1.0)")
 
 
 class SchedulerConfig(_Strict):
@@ -78,7 +82,14 @@ class TrainerConfig(_Strict):
     eval_batch_size: int = Field(256, gt=0)
     max_steps: int | None = Field(None, gt=0, description="stop after this many steps")
     grad_clip: float | None = Field(None, gt=0, description="max global grad norm")
-    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: end only")
+    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: none")
+    checkpoint_epochs: int = Field(
+        1, ge=0, description="epochs between checkpoints (last.pt); 0: only at the end"
+    )
+    handle_signals: bool = Field(
+        True,
+        description="on SIGINT/SIGTERM/SIGUSR1 finish the step, checkpoint and exit with code 75",
+    )
     log_format: Literal["jsonl", "csv"] = "jsonl"
     log_every: int = Field(1, gt=0, description="steps between log flushes (rows are per step)")
     progress: Literal["auto", "on", "off"] = "auto"

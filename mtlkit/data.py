@@ -85,6 +85,9 @@ class DataSplits:
 
     ``info`` maps task name to facts such as ``{"num_classes": 7, "class_names": [...]}``.
     ``summary`` is copied into the run's results (counts, skipped files, protocol).
+    ``group_key`` names the ``meta`` entry whose values must never be on both sides of a split
+    (a person under a subject-disjoint protocol): checkpoints record the training split's groups,
+    and evaluating or resuming on a test split that shares any of them is refused.
     """
 
     train: TensorDataset
@@ -92,6 +95,7 @@ class DataSplits:
     test: TensorDataset | None = None
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    group_key: str | None = None
 
     def named(self) -> dict[str, TensorDataset]:
         """The splits that exist, by name."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -9,3 +11,7 @@ class Options(BaseModel):
     """Options of a task, backbone, weighter or dataset; unknown fields are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    resume_harmless: ClassVar[frozenset[str]] = frozenset()
+    """Option names whose change never alters what a run computes (e.g. a data folder's path):
+    ``--resume`` accepts a changed value without ``--allow-config-change``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -20,16 +21,28 @@ from torch import Tensor, nn
 
 from mtlkit import __version__
 from mtlkit import distributed as D
-from mtlkit.checkpoint import load_checkpoint, save_checkpoint
+from mtlkit import resume as R
+from mtlkit.checkpoint import (
+    describe_mismatch,
+    load_checkpoint,
+    parse_load_error,
+    parse_size_mismatches,
+    save_checkpoint,
+    stored_config,
+)
 from mtlkit.config import RunConfig, config_to_dict, resolve_run
 from mtlkit.data import Batch, DataSplits, TensorDataset, batch_generator, epoch_order
 from mtlkit.errors import CheckpointError, ConfigError, MtlkitError, NonFiniteLossError
 from mtlkit.gradients import GradientEngine, StepResult
 from mtlkit.model import MultiTaskModel
+from mtlkit.notices import format_metric
+from mtlkit.notices import notice as _notice
 from mtlkit.optim import TFRMSprop
 from mtlkit.plugins import PluginHost, get_plugin_manager
+from mtlkit.preempt import StopRequests, TrainingInterrupted
 from mtlkit.runlog import RunLog, plot_history
-from mtlkit.task import Task
+from mtlkit.schedule import lr_factor
+from mtlkit.task import MetricSpec, Task
 from mtlkit.weighter import Weighter, WeighterSetup
 
 LAST = "last.pt"
@@ -46,6 +59,7 @@ class TrainState:
     skipped_nonfinite: int = 0
     best_score: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    config_changes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -93,6 +107,8 @@ class Trainer:
         if self.is_main:
             self._check_output_dir()
         resolved = resolve_run(config, self.host)
+        self._harmless = _declared_harmless(resolved)
+        self._resolved = resolved
         self.backbone = self._build(resolved.backbone, "backbone", lambda c, o: c(o))
         self.task_ids = config.task_ids()
         self.target_keys = [t.target_key for t in config.tasks]
@@ -146,12 +162,27 @@ class Trainer:
         self._weighter_own = [
             p for p in self.weighter.parameters() if p.requires_grad and id(p) not in in_optimizer
         ]
-        self.steps_per_epoch = self._num_batches(len(self.data.train) // self.dist.world_size)
+        per_rank = len(self.data.train) // self.dist.world_size
+        self.steps_per_epoch = self._num_batches(per_rank)
         self.scheduler = self._scheduler()
+        # the config's hyperparameters per group (with the schedule's initial_lr), re-applied
+        # over a checkpoint's on resume
+        self._group_hparams = [
+            {k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups
+        ]
         self.state = TrainState()
         self.log = RunLog(
             self.run_dir, self.task_ids, tc.log_format, tc.log_every, enabled=self.is_main
         )
+        self._check_select_metric()
+        if tc.batch_size > per_rank and self.is_main:
+            _notice(
+                f"trainer.batch_size {tc.batch_size} is larger than the training set"
+                f" ({per_rank} samples per process): every epoch is one batch of {per_rank}"
+            )
+        self._epoch_sum: Tensor | None = None
+        self._epoch_steps = 0
+        self._epoch_t0 = time.perf_counter()
 
     # --- construction ------------------------------------------------------------------------
     def _autocast(self) -> Any:
@@ -227,18 +258,31 @@ class Trainer:
         return total
 
     def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """A closed-form schedule per param group (see ``mtlkit.schedule``); None: constant lr."""
         sc = self.config.scheduler
-        if sc.name == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.optimizer, T_max=max(1, self.total_steps()), eta_min=sc.min_lr
-            )
-        if sc.name == "step":
-            return torch.optim.lr_scheduler.StepLR(
-                self.optimizer,
-                step_size=sc.step_size * max(1, self.steps_per_epoch),
-                gamma=sc.gamma,
-            )
-        return None
+        if sc.name == "none":
+            return None
+        total, spe = self.total_steps(), self.steps_per_epoch
+        factors = [lr_factor(sc, total, spe, g["lr"]) for g in self.optimizer.param_groups]
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factors)
+
+    def _apply_config_hparams(self) -> None:
+        """After loading optimizer state: the config's hyperparameters and this step's lr.
+
+        A checkpoint's param groups carry the old lr, weight decay and momentum; the config's win,
+        and the schedule is evaluated at the current step, so an unchanged config resumes exactly
+        and a changed one (allowed by ``--allow-config-change``) takes effect from here on.
+        """
+        for group, hp in zip(self.optimizer.param_groups, self._group_hparams):
+            group.update(hp)
+        if self.scheduler is None:
+            return
+        sched = self.scheduler
+        sched.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+        sched.last_epoch = self.state.step
+        for group, base, f in zip(self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * f(self.state.step)
+        sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     # --- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -260,8 +304,12 @@ class Trainer:
                 "skipped_nonfinite": s.skipped_nonfinite,
                 "best_score": s.best_score if s.best_score is not None else float("nan"),
                 "history": json.dumps(s.history),
+                "config_changes": json.dumps(s.config_changes),
             },
             "config": json.dumps(config_to_dict(self.config)),
+            "resolved_config": json.dumps(self.resolved_config),
+            "group_key": self.data.group_key or "",
+            "train_groups": self._train_groups(),
             "task_ids": list(self.task_ids),
             "mtlkit_version": __version__,
         }
@@ -275,6 +323,16 @@ class Trainer:
         D.barrier()
         return path
 
+    @property
+    def resolved_config(self) -> dict[str, Any]:
+        """The run's config with every plugin option's default filled in (as it is now)."""
+        return _resolved_dict(self.config, self._resolved)
+
+    def _train_groups(self) -> Tensor:
+        """The groups (subjects...) the training split holds; empty without a group key."""
+        ids = R.group_ids(self.data.train.meta, self.data.group_key)
+        return ids if ids is not None else torch.zeros(0, dtype=torch.long)
+
     def load_state_dict(self, ckpt: dict[str, Any], *, model_only: bool = False) -> None:
         if list(ckpt.get("task_ids", [])) != self.task_ids:
             raise CheckpointError(
@@ -286,11 +344,11 @@ class Trainer:
             if model_only:
                 return
             self.optimizer.load_state_dict(ckpt["optimizer"])
-            if self.scheduler is not None and ckpt["scheduler"]:
-                self.scheduler.load_state_dict(ckpt["scheduler"])
             if self.scaler is not None and ckpt.get("scaler"):
                 self.scaler.load_state_dict(ckpt["scaler"])
-        except (KeyError, RuntimeError, ValueError) as exc:
+        except RuntimeError as exc:
+            raise CheckpointError(self._mismatch(ckpt, exc)) from None
+        except (KeyError, ValueError) as exc:
             raise CheckpointError(f"checkpoint does not fit this model: {exc}") from None
         ts = ckpt["train_state"]
         best = float(ts["best_score"])
@@ -301,17 +359,73 @@ class Trainer:
             skipped_nonfinite=int(ts["skipped_nonfinite"]),
             best_score=None if math.isnan(best) else best,
             history=json.loads(ts["history"]),
+            config_changes=json.loads(ts.get("config_changes", "[]")),
         )
+        self._apply_config_hparams()
         torch.set_rng_state(ckpt["rng"]["torch"])
         if "cuda" in ckpt["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
 
-    def resume(self, path: str | Path | None = None) -> bool:
-        """Continue from ``path`` (default: the run's last checkpoint); False if there is none."""
+    def _mismatch(self, ckpt: dict[str, Any], exc: RuntimeError) -> str:
+        """A short account of a state dict that does not fit, naming the likely cause."""
+        keys = parse_load_error(exc)
+        if keys is None:
+            return f"checkpoint does not fit this model: {str(exc).splitlines()[0]}"
+        missing, unexpected = keys
+        return describe_mismatch(
+            missing, unexpected, stored_config(ckpt), config_to_dict(self.config),
+            parse_size_mismatches(exc),
+        )
+
+    def check_checkpoint(
+        self, ckpt: dict[str, Any], *, purpose: str, split: str = "test", allow_change: bool = False
+    ) -> list[R.Change]:
+        """Compare a checkpoint with this run before using it (see ``mtlkit.resume``).
+
+        ``purpose="resume"``: forbidden changes are errors, legitimate ones need
+        ``allow_change``; returns the legitimate changes. ``purpose="evaluate"``: differences
+        are reported as a notice. Both refuse a ``split`` sharing a group with the training split
+        the checkpoint saw.
+        """
+        # compare with every plugin option's default filled in, so spelling out a default is
+        # no change (older checkpoints hold only the config as written)
+        stored = stored_config({"config": ckpt.get("resolved_config")})
+        current: dict[str, Any] = self.resolved_config
+        if stored is None:
+            stored, current = stored_config(ckpt), config_to_dict(self.config)
+        changes: list[R.Change] = []
+        if stored is not None:
+            changes = R.diff_configs(stored, current, self._harmless)
+        legitimate = R.check_resume(changes, allow_change) if purpose == "resume" else []
+        meaningful = [c for c in changes if c.kind == "forbidden"]
+        if meaningful and self.is_main:
+            _notice(
+                "evaluating a checkpoint trained with another config:\n"
+                + "\n".join(f"  {c.describe()}" for c in meaningful)
+            )
+        key = str(ckpt.get("group_key") or "") or None
+        trained = ckpt.get("train_groups")
+        data = self.data.named().get(split)
+        if data is not None and key is not None and isinstance(trained, Tensor):
+            R.check_no_overlap(trained, key, R.group_ids(data.meta, key), split)
+        return legitimate
+
+    def resume(self, path: str | Path | None = None, *, allow_change: bool = False) -> bool:
+        """Continue from ``path`` (default: the run's last checkpoint); False if there is none.
+
+        The checkpoint is checked against this run's config and split first
+        (:meth:`check_checkpoint`); allowed changes are recorded with the step they apply from.
+        """
         p = Path(path) if path is not None else self.run_dir / LAST
         if path is None and not p.exists():
             return False
-        self.load_state_dict(load_checkpoint(p, map_location=self.device))
+        ckpt = load_checkpoint(p, map_location=self.device)
+        changes = self.check_checkpoint(ckpt, purpose="resume", allow_change=allow_change)
+        self.load_state_dict(ckpt)
+        for change in changes:
+            self.state.config_changes.append(change.as_record(self.state.step))
+            if self.is_main:
+                _notice(f"from step {self.state.step}: {change.describe()}")
         self.log.truncate_after(self.state.step)
         return True
 
@@ -364,29 +478,53 @@ class Trainer:
         self.engine.after_step(result)
         return result
 
-    def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train for ``trainer.epochs`` (or ``max_steps``), then evaluate and write results."""
+    def fit(
+        self, resume: bool | Literal["if-possible"] = False, *, allow_config_change: bool = False
+    ) -> dict[str, Any]:
+        """Train for ``trainer.epochs`` (or ``max_steps``), then evaluate and write results.
+
+        ``resume=True`` continues from ``last.pt`` and is an error when there is none;
+        ``"if-possible"`` starts afresh (with a notice) instead. On SIGINT, SIGTERM or SIGUSR1
+        the current step finishes, ``last.pt`` is written and :class:`TrainingInterrupted` is
+        raised (``trainer.handle_signals``).
+        """
         tc = self.config.trainer
         t0 = time.perf_counter()
-        if not (resume and self.resume()):
+        resumed = bool(resume) and self.resume(allow_change=allow_config_change)
+        if resume is True and not resumed:
+            raise CheckpointError(
+                f"--resume: there is no checkpoint to resume at {self.run_dir / LAST}; check"
+                " output_dir, or pass --resume-if-possible to start afresh when there is none"
+            )
+        if not resumed:
+            if resume and self.is_main:
+                _notice(f"no checkpoint at {self.run_dir / LAST}: starting afresh")
             self.log.truncate_after(0)
         train = self.data.train
         total = self.total_steps()
         bar = self._progress(total, self.state.step)
+        self._epoch_lines = bar is None and self.is_main
         s = self.state
         try:
-            while s.epoch < tc.epochs and s.step < total:
-                order = epoch_order(
-                    len(train), self.config.seed, s.epoch, self.dist.rank, self.dist.world_size
-                )
-                while s.batch < self.steps_per_epoch and s.step < total:
-                    self._run_batch(train, order)
-                    if bar is not None:
-                        bar.update(1)
-                    if tc.checkpoint_every and s.step % tc.checkpoint_every == 0:
-                        self.save(LAST)
-                if s.batch >= self.steps_per_epoch:
-                    self._end_epoch()
+            with StopRequests(tc.handle_signals) as stop:
+                while s.epoch < tc.epochs and s.step < total:
+                    order = epoch_order(
+                        len(train), self.config.seed, s.epoch, self.dist.rank, self.dist.world_size
+                    )
+                    while s.batch < self.steps_per_epoch and s.step < total:
+                        self._run_batch(train, order)
+                        if bar is not None:
+                            bar.update(1)
+                        ended = s.batch >= self.steps_per_epoch
+                        if ended:
+                            self._end_epoch()  # checkpoints at the epoch's end
+                        elif tc.checkpoint_every and s.step % tc.checkpoint_every == 0:
+                            self.save(LAST)
+                        if stop.requested(self.device):
+                            path = self.save(LAST)
+                            raise TrainingInterrupted(stop.signame, s.step, s.epoch, str(path))
+                        if ended:
+                            break  # the next epoch draws its own order
         finally:
             if bar is not None:
                 bar.close()
@@ -405,6 +543,9 @@ class Trainer:
         result = self.train_step(batch)
         if result is not None:
             self.log.log_step(s.step, s.epoch, lr, result.losses, result.weights)
+            row = torch.cat([result.losses.detach().float(), result.weights.detach().float()])
+            self._epoch_sum = row if self._epoch_sum is None else self._epoch_sum + row
+            self._epoch_steps += 1
         s.step += 1
         s.batch += 1
 
@@ -418,8 +559,57 @@ class Trainer:
             self._select(metrics)
         s.history.append(row)
         self.log.log_epoch(row)
+        if self._epoch_lines:
+            print(self._epoch_line(row), flush=True)
         s.epoch += 1
         s.batch = 0
+        self._epoch_sum, self._epoch_steps = None, 0
+        self._epoch_t0 = time.perf_counter()
+        if tc.checkpoint_epochs and s.epoch % tc.checkpoint_epochs == 0:
+            self.save(LAST)
+
+    def _epoch_line(self, row: dict[str, Any]) -> str:
+        """One line per epoch for logs without a terminal: time, mean losses and weights, val."""
+        parts = [
+            f"epoch {row['epoch'] + 1}/{self.config.trainer.epochs}",
+            f"{time.perf_counter() - self._epoch_t0:.1f}s",
+        ]
+        if self._epoch_sum is not None and self._epoch_steps:
+            mean = (self._epoch_sum / self._epoch_steps).tolist()
+            t = len(self.task_ids)
+            parts.append("loss " + " ".join(
+                f"{n}={v:.4f}" for n, v in zip(self.task_ids, mean[:t])))
+            parts.append("weight " + " ".join(
+                f"{n}={v:.3f}" for n, v in zip(self.task_ids, mean[t:])))
+        val = row.get("val") or {}
+        shown = [
+            f"{task}/{name}={format_metric(name, v)}"
+            for task, ms in val.items() for name, v in ms.items() if name != "loss"
+        ]
+        if shown:
+            parts.append("val " + " ".join(shown))
+        return "  ".join(parts)
+
+    def _check_select_metric(self) -> None:
+        """A misspelt ``select_metric`` fails before training, not after the first epoch."""
+        tc = self.config.trainer
+        if tc.select != "best" or not tc.select_metric:
+            return
+        known = [
+            f"{t.name}/{m.name}" for t in self.tasks for m in [*t.metrics(), MetricSpec("loss")]
+        ]
+        if tc.select_metric not in known:
+            close = difflib.get_close_matches(tc.select_metric, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"trainer.select_metric: {tc.select_metric!r} is not a metric of these tasks"
+                f"{hint}; they report {known}"
+            )
+        if self.data.val is None:
+            raise ConfigError(
+                "trainer.select=best needs a validation split; the data has none"
+                " (set the dataset's val_fraction, or trainer.select=last)"
+            )
 
     def _select(self, metrics: dict[str, Any]) -> None:
         tc = self.config.trainer
@@ -522,9 +712,11 @@ class Trainer:
             "steps": self.state.step,
             "epochs": self.state.epoch,
             "skipped_nonfinite": self.state.skipped_nonfinite,
+            "config_changes": self.state.config_changes,
             "history": self.state.history,
             "data": self.data.summary,
             "config": config_to_dict(self.config),
+            "resolved_config": self.resolved_config,
             "versions": versions(),
             "timing": {
                 "train_seconds": round(train_seconds, 3),
@@ -532,12 +724,44 @@ class Trainer:
             },
         }
         results["world_size"] = self.dist.world_size
+        skipped = self.data.summary.get("skipped_images")
+        if skipped and self.is_main:
+            _notice(
+                f"{skipped} unreadable image(s) were skipped (on_bad_image=skip);"
+                f" results.json lists them under data"
+            )
         if self.is_main:
             out = self.run_dir / "results.json"
             out.write_text(json.dumps(results, indent=2, default=str))
             if tc.plot:
                 plot_history(self.log.steps_path, self.run_dir / "training.png", self.task_ids)
         return results
+
+
+def _resolved_dict(config: RunConfig, resolved: Any) -> dict[str, Any]:
+    """The config with each component's options validated and defaults filled in."""
+    out = config_to_dict(config)
+
+    def section(spec: dict[str, Any], r: Any) -> dict[str, Any]:
+        keep = {k: spec[k] for k in ("name", "id", "target") if k in spec}
+        return {**keep, **r.options.model_dump(mode="json")}
+
+    for key in ("backbone", "weighter", "data"):
+        out[key] = section(out[key], getattr(resolved, key))
+    out["tasks"] = [section(t, r) for t, r in zip(out["tasks"], resolved.tasks.values())]
+    return out
+
+
+def _declared_harmless(resolved: Any) -> list[str]:
+    """Config paths of the options each component declares harmless to change on resume."""
+    parts = [("backbone", resolved.backbone), ("weighter", resolved.weighter),
+             ("data", resolved.data)]
+    parts += [(f"tasks.{i}", r) for i, r in enumerate(resolved.tasks.values())]
+    return [
+        f"{prefix}.{name}"
+        for prefix, r in parts
+        for name in getattr(type(r.options), "resume_harmless", ())
+    ]
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -108,7 +108,7 @@ def test_cli_nproc_launch_and_resume_under_ddp(tmp_path: Path) -> None:
     train("part", "-o", "trainer.max_steps=5")
     part = load_checkpoint(tmp_path / "part" / "run" / "last.pt")
     assert int(part["train_state"]["step"]) == 5
-    train("part", "--resume")
+    train("part", "--resume", "--allow-config-change")  # max_steps is lifted
     full = load_checkpoint(tmp_path / "full" / "run" / "last.pt")
     resumed = load_checkpoint(tmp_path / "part" / "run" / "last.pt")
     assert int(resumed["train_state"]["step"]) == 14

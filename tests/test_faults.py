@@ -51,7 +51,7 @@ def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path: Path) ->
     rng = random.Random(1234)
     kills = 0
     for attempt in range(20):
-        proc = _train(config, "--resume")
+        proc = _train(config, "--resume-if-possible")
         target = _logged_steps(steps_log) + rng.randint(3, 15)
         deadline = time.monotonic() + 120
         while proc.poll() is None and _logged_steps(steps_log) < target:

@@ -20,7 +20,11 @@ BAD_STEP = 7
 
 def _poisoned(tmp_path: Path, host: PluginHost, checkpoint_every: int) -> Trainer:
     """A trainer whose batch at step ``BAD_STEP`` (and only there) has NaN inputs."""
-    cfg = tiny_config(tmp_path, trainer__epochs=3, trainer__checkpoint_every=checkpoint_every)
+    # epoch-end checkpoints off: the test is about checkpoint_every and the failure-time save
+    cfg = tiny_config(
+        tmp_path, trainer__epochs=3, trainer__checkpoint_every=checkpoint_every,
+        trainer__checkpoint_epochs=0,
+    )
     trainer = Trainer(load_config(data=cfg), host)
     backward = trainer.engine.backward
 

@@ -65,8 +65,11 @@ def test_resume_is_bit_identical(tmp_path: Path, host: PluginHost, weighter: dic
     part.fit()
     assert part.state.step == 10 and part.state.batch != 0
     resumed = Trainer(load_config(data=cfg), host)
-    resumed.fit(resume=True)
+    resumed.fit(resume=True, allow_config_change=True)  # max_steps lifted: recorded
     assert resumed.state.step == full.state.step
+    assert resumed.state.config_changes == [
+        {"step": 10, "field": "trainer.max_steps", "old": 10, "new": None}
+    ]
     for a, b in zip(_params(full), _params(resumed)):
         assert torch.equal(a, b)
     steps_full = read_steps(full.run_dir / "steps.jsonl")

@@ -25,8 +25,21 @@ def _overrides(tmp_path: Path) -> list[str]:
     return [x for o in small for x in ("-o", o)]
 
 
-def test_demo_config_is_valid() -> None:
-    assert main(["config", "validate", str(REPO / "configs" / "demo.yaml")]) == 0
+@pytest.mark.parametrize(
+    "config", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_configs_are_valid(config: Path) -> None:
+    assert main(["config", "validate", str(config)]) == 0
+
+
+def test_authors_recipe_trains_one_step(tmp_path: Path, ck48: Path) -> None:
+    """configs/paper/ck48_authors.yaml runs as written: RMSProp network and unit, no detach."""
+    args = ["train", str(REPO / "configs" / "paper" / "ck48_authors.yaml"), *_overrides(tmp_path)]
+    args += ["-o", f"data.root={ck48}", "-o", "trainer.plot=false", "-o", "trainer.max_steps=2"]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["steps"] == 2
+    assert results["resolved_config"]["weighter"]["detach"] is False
 
 
 def test_demo_one_epoch_on_synthetic_faces(tmp_path: Path) -> None:

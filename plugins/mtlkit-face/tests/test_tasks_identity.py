@@ -176,7 +176,8 @@ def test_center_loss_training_tightens_classes(variant: dict[str, str]) -> None:
     def center_term() -> float:
         with torch.no_grad():
             out = head(x)
-            return float(center_loss(task._center_space(out["embedding"]), out["centers"], y).mean())
+            term = center_loss(task._center_space(out["embedding"]), out["centers"], y)
+            return float(term.mean())
 
     before, term_before = spread(), center_term()
     for _ in range(30):  # plain gradient steps (torch.optim's first use is slow to import)

@@ -7,6 +7,7 @@ timm to download anything, so it works on machines without network access.
 from __future__ import annotations
 
 import difflib
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -138,12 +139,16 @@ class TimmBackbone(Backbone):
                         f"{bad}: timm model {o.model_name!r} does not accept it"
                     ) from exc
                 raise
-            except (RuntimeError, FileNotFoundError, KeyError) as exc:
+            except (RuntimeError, FileNotFoundError, KeyError, pickle.UnpicklingError) as exc:
                 if o.pretrained:
+                    # the first line only: torch's full text would advise weights_only=False
+                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+                        reason = "it holds objects other than tensors; mtlkit never unpickles them"
                     raise ConfigError(
                         f"weights_file {o.weights_file!r} could not be loaded into timm model"
-                        f" {o.model_name!r}: {type(exc).__name__}: {exc}"
-                    ) from exc
+                        f" {o.model_name!r}: {type(exc).__name__}: {reason[:300]}"
+                    ) from None
                 raise
 
     def _input_size(self) -> tuple[int, int, int]:

@@ -157,3 +157,20 @@ def test_fixed_input_size_only_where_the_model_needs_it() -> None:
     assert build(model_name="test_vit").data_config()["fixed_input_size"] is True
     # an explicit img_size is the user's choice of input size, even for a CNN
     assert build(model_name="test_resnet", img_size=40).data_config()["fixed_input_size"] is True
+
+
+class _Evil:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (print, ("pwned",))
+
+
+def test_weights_file_with_pickled_objects_is_refused_without_unsafe_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = tmp_path / "evil.pth"
+    torch.save({"payload": _Evil()}, path)
+    with pytest.raises(ConfigError, match="could not be loaded") as info:
+        TimmBackbone(TimmOptions(model_name="test_resnet", pretrained=True,
+                                 weights_file=str(path)))
+    assert "weights_only" not in str(info.value)

@@ -206,6 +206,9 @@ class FaceDataModule(DataModule):
             test=parts["test"],
             info={t: info_all[t] for t in dict.fromkeys(tasks)},
             summary=self._summary(table, split, layout, len(train_subjects), skipped),
+            # the unit the protocol keeps on one side: people, or recordings under
+            # sequence-holdout (where the same people are on both sides by design)
+            group_key="sequence" if o.protocol == "sequence-holdout" else "subject",
         )
 
     def _summary(

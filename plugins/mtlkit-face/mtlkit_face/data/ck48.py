@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mtlkit.errors import DataError
 from mtlkit_face.data.base import FaceDataModule, FaceDataOptions
@@ -47,6 +47,9 @@ def check_sequences(records: list[FaceRecord]) -> None:
 
 
 class CK48Options(FaceDataOptions):
+    resume_harmless: ClassVar[frozenset[str]] = frozenset({"root"})
+    """A moved CK+48 folder holds the same images (the checkpoint's split check still runs)."""
+
     root: str | None = None
     """The CK+48 folder; None: the MTLKIT_CK48 environment variable."""
     expressions: list[str] | None = None

@@ -1,0 +1,89 @@
+"""Stop cleanly on SIGINT, SIGTERM or SIGUSR1: finish the step, checkpoint, exit with a code.
+
+Clusters preempt jobs with SIGTERM (Kubernetes, SLURM) or SIGUSR1 (SLURM's ``--signal``) and a
+grace period; Ctrl-C sends SIGINT. Each becomes a request that the training loop honours after
+the current step. A second signal of the same kind gets the default behaviour (abort at once).
+Under torch.distributed the ranks agree every step (one all-reduce of one flag), so they all
+stop at the same step.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+import torch
+
+from mtlkit import distributed as D
+from mtlkit.errors import MtlkitError
+
+EXIT_INTERRUPTED = 75
+"""Exit status after a clean stop on a signal (``EX_TEMPFAIL``: try again, e.g. requeue)."""
+
+SIGNALS = tuple(
+    s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGUSR1")) if s is not None
+)
+
+
+class TrainingInterrupted(MtlkitError):
+    """Training stopped on a signal after writing a checkpoint; ``exit_code`` for the shell."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, signame: str, step: int, epoch: int, checkpoint: str) -> None:
+        self.signame, self.step, self.epoch, self.checkpoint = signame, step, epoch, checkpoint
+        super().__init__(
+            f"stopped by {signame} after step {step} (epoch {epoch}); checkpoint: {checkpoint}"
+        )
+
+
+class StopRequests:
+    """Context manager turning the signals into a flag checked between steps.
+
+    Installs handlers only in the main thread (elsewhere Python forbids it, and the flag stays
+    clear); restores the previous handlers on exit.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequests:
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        # a second identical signal aborts at once, as it would without mtlkit
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        print(
+            f"mtlkit: {signal.Signals(signum).name} received: stopping after this step and"
+            " writing a checkpoint (send it again to abort now)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @property
+    def signame(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else "a signal"
+
+    def requested(self, device: torch.device | None = None) -> bool:
+        """True on every rank when any rank got a signal (one tiny all-reduce under DDP, on
+        ``device``: NCCL reduces CUDA tensors only)."""
+        flag = self.signum is not None
+        if not D.active():
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        D.all_sum_(t)
+        return bool(t.item() > 0)

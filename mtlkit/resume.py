@@ -1,0 +1,184 @@
+"""What a checkpoint must agree on with the config that resumes or evaluates it.
+
+Every difference between the checkpoint's stored config and the current one falls in one of
+three kinds:
+
+- **harmless**: where output goes and how progress shows (``output_dir``, ``trainer.progress``,
+  ``trainer.num_threads``...), plus options a component declares harmless (``resume_harmless``
+  on its Options class, e.g. a dataset's ``root`` folder). Always allowed.
+- **legitimate**: how training continues (``trainer.epochs``, ``optimizer.*``, ``scheduler.*``,
+  weighter options...). Refused unless the user passes ``--allow-config-change``; then applied
+  (the learning-rate schedule is recomputed for the new settings) and recorded.
+- **forbidden**: anything else: data, fold, protocol, seeds, tasks, backbone, batch size, the
+  weighter's name. Always an error naming the field and both values.
+
+Independently of the config, a checkpoint records which groups (subjects, sequences) it trained
+on; resuming or evaluating on a test split that holds any of them is an error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from mtlkit.errors import CheckpointError
+
+Kind = Literal["harmless", "legitimate", "forbidden"]
+
+HARMLESS = (
+    "output_dir",
+    "trainer.progress",
+    "trainer.log_every",
+    "trainer.log_format",
+    "trainer.num_threads",
+    "trainer.plot",
+    "trainer.eval_batch_size",
+    "trainer.checkpoint_every",
+    "trainer.checkpoint_epochs",
+    "trainer.device",
+)
+"""Paths (exact, or a prefix ending in '.') that never change what a run computes."""
+
+LEGITIMATE = (
+    "trainer.epochs",
+    "trainer.max_steps",
+    "trainer.grad_clip",
+    "trainer.eval_every",
+    "trainer.select",
+    "trainer.select_metric",
+    "trainer.on_nonfinite",
+    "trainer.precision",
+    "trainer.deterministic",
+    "optimizer.",
+    "scheduler.",
+    "weighter.",
+)
+"""Paths that change how training continues, not what it trains on."""
+
+FORBIDDEN_EVEN_UNDER = ("weighter.name",)
+"""Exceptions inside a legitimate prefix: another weighter is another run."""
+
+ALLOW_FLAG = "--allow-config-change"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One differing config field, with its kind."""
+
+    path: str
+    old: Any
+    new: Any
+    kind: Kind
+
+    def describe(self) -> str:
+        return f"{self.path}: checkpoint {_show(self.old)}, config {_show(self.new)}"
+
+    def as_record(self, step: int) -> dict[str, Any]:
+        return {"step": step, "field": self.path, "old": self.old, "new": self.new}
+
+
+_MISSING = object()
+
+
+def _show(value: Any) -> str:
+    return "(unset)" if value is _MISSING else json.dumps(value)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaves of a JSON tree by dotted path (list items by index)."""
+    if isinstance(tree, Mapping):
+        items: Iterable[tuple[str, Any]] = ((str(k), v) for k, v in tree.items())
+    elif isinstance(tree, list):
+        items = ((str(i), v) for i, v in enumerate(tree))
+    else:
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else key))
+    if not out and prefix:
+        out[prefix] = tree
+    return out
+
+
+def _matches(path: str, patterns: Iterable[str]) -> bool:
+    return any(path == p or (p.endswith(".") and path.startswith(p)) for p in patterns)
+
+
+def classify(path: str, harmless_extra: Iterable[str] = ()) -> Kind:
+    """The kind of a change to ``path``; unknown paths are forbidden (the safe default)."""
+    if _matches(path, HARMLESS) or _matches(path, harmless_extra):
+        return "harmless"
+    if _matches(path, FORBIDDEN_EVEN_UNDER):
+        return "forbidden"
+    if _matches(path, LEGITIMATE):
+        return "legitimate"
+    return "forbidden"
+
+
+def diff_configs(
+    stored: Mapping[str, Any], current: Mapping[str, Any], harmless_extra: Iterable[str] = ()
+) -> list[Change]:
+    """Every differing leaf between two config dicts, classified."""
+    a, b = flatten(stored), flatten(current)
+    extra = tuple(harmless_extra)
+    changes = []
+    for path in sorted(set(a) | set(b)):
+        old, new = a.get(path, _MISSING), b.get(path, _MISSING)
+        if old != new:
+            changes.append(Change(path, old, new, classify(path, extra)))
+    return changes
+
+
+def check_resume(changes: list[Change], allow: bool) -> list[Change]:
+    """Raise on forbidden changes (always) and legitimate ones (unless allowed); return the
+    legitimate changes to apply and record."""
+    forbidden = [c for c in changes if c.kind == "forbidden"]
+    if forbidden:
+        lines = "\n".join(f"  {c.describe()}" for c in forbidden)
+        raise CheckpointError(
+            "cannot resume: the config differs from the checkpoint's in what the run trains and"
+            f" tests on:\n{lines}\nStart a new run (another output_dir) instead."
+        )
+    legit = [c for c in changes if c.kind == "legitimate"]
+    if legit and not allow:
+        lines = "\n".join(f"  {c.describe()}" for c in legit)
+        raise CheckpointError(
+            f"the config differs from the checkpoint's:\n{lines}\nPass {ALLOW_FLAG} to continue"
+            " with the new values (the learning-rate schedule is recomputed for them, and the"
+            " change is recorded in results.json), or restore the old values."
+        )
+    return legit
+
+
+# --- groups seen in training ---------------------------------------------------------------
+
+
+def group_ids(meta: Mapping[str, Tensor], key: str | None) -> Tensor | None:
+    """Sorted unique values of ``meta[key]`` (int64 on the CPU), or None without a group key."""
+    if key is None or key not in meta:
+        return None
+    values = meta[key].detach().cpu().long()
+    return torch.unique(values[values >= 0])
+
+
+def check_no_overlap(
+    trained: Tensor | None, key: str | None, test: Tensor | None, split: str
+) -> None:
+    """Refuse a test split that shares any group with the checkpoint's training split."""
+    if trained is None or test is None or key is None:
+        return
+    shared = test[torch.isin(test, trained)]
+    if shared.numel():
+        shown = ", ".join(str(int(v)) for v in shared[:5])
+        more = f" and {shared.numel() - 5} more" if shared.numel() > 5 else ""
+        raise CheckpointError(
+            f"the {split!r} split shares {shared.numel()} of its {test.numel()} {key}s with the"
+            f" checkpoint's training split ({key} ids {shown}{more}): scoring them would leak"
+            " training data into the result. Evaluate on the split the run held out (same data,"
+            " fold and seeds), or on data the run never saw."
+        )
