@@ -129,10 +129,17 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.nproc is not None:
         from mtlkit.distributed import launch
+        from mtlkit.preempt import EXIT_INTERRUPTED
 
-        return launch(args.nproc, sys.argv[1:])
+        code = launch(args.nproc, sys.argv[1:])
+        if code == EXIT_INTERRUPTED:
+            print(f"mtlkit: resume with: {_resume_command()}", file=sys.stderr)
+        return code
+    import os
+    from pathlib import Path
+
     from mtlkit.config import load_config
-    from mtlkit.preempt import TrainingInterrupted
+    from mtlkit.preempt import INTERRUPT_FILE_ENV, TrainingInterrupted
     from mtlkit.trainer import Trainer
 
     config = load_config(args.config, args.override)
@@ -142,8 +149,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         results = trainer.fit(resume=mode, allow_config_change=args.allow_config_change)
     except TrainingInterrupted as exc:
         if trainer.is_main:
-            print(f"mtlkit: {exc}", file=sys.stderr)
-            print(f"mtlkit: resume with: {_resume_command()}", file=sys.stderr)
+            note = os.environ.get(INTERRUPT_FILE_ENV)
+            if note:  # under `--nproc`: the launcher reports it and how to resume
+                Path(note).write_text(f"mtlkit: {exc}\n")
+            else:
+                print(f"mtlkit: {exc}", file=sys.stderr)
+                print(f"mtlkit: resume with: {_resume_command()}", file=sys.stderr)
         return exc.exit_code
     if trainer.is_main:
         _print_metrics(results["metrics"])

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -153,4 +154,33 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
         "mtlkit",
         *args,
     ]
-    return subprocess.call(cmd)
+    import signal
+    import tempfile
+
+    from mtlkit.preempt import EXIT_INTERRUPTED, INTERRUPT_FILE_ENV
+
+    with tempfile.TemporaryDirectory(prefix="mtlkit-launch-") as tmp:
+        note = Path(tmp) / "interrupted.txt"
+        proc = subprocess.Popen(cmd, env={**os.environ, INTERRUPT_FILE_ENV: str(note)})
+
+        def forward(signum: int, frame: Any) -> None:
+            # torchrun's agent turns SIGTERM into a graceful stop of every worker
+            proc.send_signal(signal.SIGTERM)
+
+        # Ctrl-C reaches the whole process group already; a kill aimed at this process is
+        # passed on as SIGTERM (the agent handles that one, not SIGUSR1)
+        previous = {
+            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+        }
+        if hasattr(signal, "SIGUSR1"):
+            previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, forward)
+        try:
+            code = proc.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if note.exists():
+            print(note.read_text().rstrip(), file=sys.stderr)
+            return EXIT_INTERRUPTED
+        return code

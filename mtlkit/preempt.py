@@ -2,16 +2,19 @@
 
 Clusters preempt jobs with SIGTERM (Kubernetes, SLURM) or SIGUSR1 (SLURM's ``--signal``) and a
 grace period; Ctrl-C sends SIGINT. Each becomes a request that the training loop honours after
-the current step. A second signal of the same kind gets the default behaviour (abort at once).
-Under torch.distributed the ranks agree every step (one all-reduce of one flag), so they all
-stop at the same step.
+the current step. The same signal again, after ``REPEAT_GRACE_S``, aborts at once (the default
+behaviour); copies arriving sooner are the same request reaching the process twice (from the
+terminal and from a launcher that forwards it). Under torch.distributed the ranks agree every
+step (one all-reduce of one flag), so they all stop at the same step.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -19,6 +22,12 @@ import torch
 
 from mtlkit import distributed as D
 from mtlkit.errors import MtlkitError
+
+REPEAT_GRACE_S = 2.0
+"""A repeated signal within this many seconds of the first is taken as the same request."""
+
+INTERRUPT_FILE_ENV = "MTLKIT_INTERRUPT_FILE"
+"""Set by ``mtlkit train --nproc``: rank 0 writes its stop message there for the launcher."""
 
 EXIT_INTERRUPTED = 75
 """Exit status after a clean stop on a signal (``EX_TEMPFAIL``: try again, e.g. requeue)."""
@@ -50,6 +59,7 @@ class StopRequests:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self.signum: int | None = None
+        self._since = 0.0
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequests:
@@ -64,9 +74,19 @@ class StopRequests:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            if time.monotonic() - self._since < REPEAT_GRACE_S:
+                return  # the same request, delivered twice
+            # asked again: abort at once, as it would without mtlkit
+            previous = self._previous.get(signum, signal.SIG_DFL)
+            signal.signal(signum, previous)
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                os.kill(os.getpid(), signum)
+            return
         self.signum = signum
-        # a second identical signal aborts at once, as it would without mtlkit
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        self._since = time.monotonic()
         print(
             f"mtlkit: {signal.Signals(signum).name} received: stopping after this step and"
             " writing a checkpoint (send it again to abort now)",

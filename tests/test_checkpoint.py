@@ -41,6 +41,7 @@ def _load_error(path: Path) -> str:
     return msg
 
 
+@pytest.mark.bad_input("checkpoint")
 def test_folder_names_its_checkpoints(tmp_path: Path) -> None:
     run = tmp_path / "run"
     save_checkpoint({"x": torch.ones(1)}, run / "last.pt")
@@ -63,6 +64,7 @@ def test_folder_names_its_checkpoints(tmp_path: Path) -> None:
         ("noise.bin", bytes(range(256)), "unrecognised binary"),
     ],
 )
+@pytest.mark.bad_input("checkpoint")
 def test_non_checkpoint_named_before_loading(
     tmp_path: Path, name: str, content: bytes, fragment: str
 ) -> None:
@@ -73,6 +75,7 @@ def test_non_checkpoint_named_before_loading(
 
 
 @pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+@pytest.mark.bad_input("checkpoint")
 def test_pickled_objects_refused_without_unsafe_advice(tmp_path: Path, zipped: bool) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"format_version": 1, "m": _Evil()}, path, _use_new_zipfile_serialization=zipped)
@@ -89,6 +92,7 @@ def test_legacy_format_of_plain_tensors_loads(tmp_path: Path) -> None:
     assert torch.equal(load_checkpoint(path)["x"], torch.ones(2))
 
 
+@pytest.mark.bad_input("checkpoint")
 def test_truncated_checkpoint_gives_a_short_reason(tmp_path: Path) -> None:
     path = tmp_path / "cut.pt"
     save_checkpoint({"x": torch.ones(1000)}, path)
@@ -198,6 +202,7 @@ def test_describe_mismatch_names_the_changed_sections() -> None:
     )
 
 
+@pytest.mark.bad_input("checkpoint")
 def test_mismatch_between_two_real_runs(tmp_path: Path, host) -> None:
     """A checkpoint of one run loaded into the model another config builds."""
     from mtlkit.trainer import Trainer

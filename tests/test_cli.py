@@ -84,6 +84,7 @@ def test_train_then_evaluate(tmp_path: Path, host, capsys: pytest.CaptureFixture
     assert "checkpoint not found" in capsys.readouterr().err
 
 
+@pytest.mark.bad_input("checkpoint")
 def test_evaluate_names_a_results_file_and_a_run_folder(
     tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -100,6 +101,7 @@ def test_evaluate_names_a_results_file_and_a_run_folder(
     assert "is a folder, not a file; it holds no *.pt files" in capsys.readouterr().err
 
 
+@pytest.mark.bad_input("override")
 def test_override_help_tells_how_to_replace_and_delete(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -111,6 +113,7 @@ def test_override_help_tells_how_to_replace_and_delete(
     assert "replaces a whole section" in out and "deletes a key" in out
 
 
+@pytest.mark.bad_input("quiet failure")
 def test_print_metrics_counts_as_integers(capsys: pytest.CaptureFixture[str]) -> None:
     from mtlkit.cli import _print_metrics
 
@@ -130,6 +133,7 @@ def test_print_metrics_counts_as_integers(capsys: pytest.CaptureFixture[str]) ->
     )
 
 
+@pytest.mark.bad_input("quiet failure")
 def test_missing_matplotlib_noticed_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

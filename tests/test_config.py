@@ -71,6 +71,7 @@ def test_overrides_parse_yaml_scalars(tmp_path: Path) -> None:
     assert cfg.weighter.options() == {"weights": {"a": 1, "c": 0}}
 
 
+@pytest.mark.bad_input("override")
 def test_null_override_deletes_the_key(tmp_path: Path, host: PluginHost) -> None:
     base = tiny_config(tmp_path, weighter={"name": "static", "weights": {"a": 1, "b": 2}})
     base["trainer"]["max_steps"] = 5
@@ -91,6 +92,7 @@ def test_null_override_of_an_absent_key_is_a_no_op(tmp_path: Path) -> None:
     assert load_config(data=base, overrides=["weighter=~"]).weighter.name == "equal"
 
 
+@pytest.mark.bad_input("override")
 def test_mapping_override_replaces_the_section(tmp_path: Path) -> None:
     base = tiny_config(tmp_path, weighter={"name": "static", "weights": {"a": 1, "b": 2}})
     cfg = load_config(data=base, overrides=["weighter={name: equal}"])

@@ -116,3 +116,53 @@ def test_cli_nproc_launch_and_resume_under_ddp(tmp_path: Path) -> None:
         assert torch.equal(a, resumed["model"][key]), key
     results = json.loads((tmp_path / "full" / "run" / "results.json").read_text())
     assert results["world_size"] == 2
+
+
+@pytest.mark.bad_input("signal during training")
+def test_sigterm_under_nproc_stops_every_rank_at_one_step_then_resumes(tmp_path: Path) -> None:
+    """`mtlkit train --nproc 2` gets SIGTERM: every rank finishes the same step, rank 0 writes
+    last.pt, the launcher exits 75 and names the resume command; resuming ends where an
+    uninterrupted run ends."""
+    import signal
+    import time
+
+    import yaml
+
+    def config(name: str) -> Path:
+        cfg = _cfg(tmp_path, name, 8, {"name": "equal"})
+        cfg["trainer"]["epochs"] = 40
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def cmd(path: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "mtlkit", "train", str(path), "--nproc", "2", *extra]
+
+    full = subprocess.run(cmd(config("full")), capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert full.returncode == 0, full.stderr[-3000:]
+    path = config("part")
+    steps = tmp_path / "part" / "run" / "steps.jsonl"
+    proc = subprocess.Popen(cmd(path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    deadline = time.monotonic() + 240
+    while not (steps.exists() and len(steps.read_text().splitlines()) >= 5):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 75, err[-3000:]
+    assert "stopped by SIGTERM" in err and "--nproc 2 --resume" in err
+    part = load_checkpoint(tmp_path / "part" / "run" / "last.pt")
+    stopped = int(part["train_state"]["step"])
+    assert 5 <= stopped < 40 * 7
+    resumed = subprocess.run(cmd(path, "--resume"), capture_output=True, text=True,
+                             timeout=600, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_checkpoint(tmp_path / "full" / "run" / "last.pt")
+    b = load_checkpoint(tmp_path / "part" / "run" / "last.pt")
+    assert int(a["train_state"]["step"]) == int(b["train_state"]["step"])
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key

@@ -90,6 +90,7 @@ def test_there_are_train_resume_and_evaluate_examples() -> None:
 
 
 @pytest.mark.parametrize("ex", RUNS, ids=[e.line for e in RUNS])
+@pytest.mark.bad_input("docs claim")
 def test_comment_names_the_run_directory_used(ex: Example) -> None:
     used = PurePosixPath(ex.args.checkpoint).parent if ex.args.command == "evaluate" else None
     where = used or ex.run_dir
@@ -105,6 +106,7 @@ def test_comment_names_the_run_directory_used(ex: Example) -> None:
 
 
 @pytest.mark.parametrize("ex", RUNS, ids=[e.line for e in RUNS])
+@pytest.mark.bad_input("docs claim")
 def test_resume_and_evaluate_follow_an_earlier_run(ex: Example) -> None:
     earlier = [e for e in RUNS[: RUNS.index(ex)] if e.args.command == "train"]
     says_resume = bool(re.search(r"\b(continue|resume)", ex.comment))

@@ -124,6 +124,7 @@ def test_classify_uses_declared_harmless_options() -> None:
     assert R.classify("output_dir") == "harmless"
 
 
+@pytest.mark.bad_input("quiet failure")
 def test_select_metric_typo_fails_before_training(tmp_path: Path, host: PluginHost) -> None:
     cfg = tiny_config(tmp_path, trainer__select="best", trainer__select_metric="a/acuracy")
     with pytest.raises(ConfigError, match="did you mean 'a/accuracy'"):
@@ -131,6 +132,7 @@ def test_select_metric_typo_fails_before_training(tmp_path: Path, host: PluginHo
     assert not (tmp_path / "run" / "steps.jsonl").exists()
 
 
+@pytest.mark.bad_input("quiet failure")
 def test_batch_larger_than_the_training_set_is_noticed(
     tmp_path: Path, host: PluginHost, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -138,6 +140,7 @@ def test_batch_larger_than_the_training_set_is_noticed(
     assert "larger than the training set" in capsys.readouterr().err
 
 
+@pytest.mark.bad_input("quiet failure")
 def test_one_line_per_epoch_without_a_terminal(
     tmp_path: Path, host: PluginHost, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -198,6 +198,7 @@ def test_missing_manifest(tmp_path: Path) -> None:
     expect(tmp_path / "empty.csv", "no rows")
 
 
+@pytest.mark.bad_input("bad image file, skipped by policy")
 def test_skipped_images_notice_names_the_first_few_paths(tmp_path: Path) -> None:
     build(tmp_path)
     m = tmp_path / "faces.csv"
@@ -232,6 +233,7 @@ def with_sequences(folder: Path, cells: list[str]) -> Path:
     return m
 
 
+@pytest.mark.bad_input("manifest")
 def test_empty_optional_sequence_cell_is_a_singleton_sequence(tmp_path: Path) -> None:
     cells = ["", "", "take1", "take1"] * 4  # happy frames: unknown; sad frames: one recording
     data, splits = setup(with_sequences(tmp_path, cells), protocol="sequence-holdout")
@@ -247,6 +249,7 @@ def test_empty_optional_sequence_cell_is_a_singleton_sequence(tmp_path: Path) ->
         assert len(held) == 1
 
 
+@pytest.mark.bad_input("manifest")
 def test_all_sequence_cells_empty_still_loads(tmp_path: Path) -> None:
     _, splits = setup(with_sequences(tmp_path, [""] * 16))
     assert splits.summary["total"] == {"images": 16, "subjects": 4, "sequences": 16}
@@ -259,6 +262,7 @@ def test_singleton_never_collides_with_a_real_sequence_name(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("delimiter", [";", "\t"], ids=["semicolon", "tab"])
+@pytest.mark.bad_input("manifest")
 def test_semicolon_and_tab_delimiters_are_detected(tmp_path: Path, delimiter: str) -> None:
     m = build(tmp_path, sequence=True)
     m.write_text(m.read_text().replace(",", delimiter))
@@ -279,16 +283,19 @@ def test_comma_manifest_with_semicolons_in_paths_stays_comma(tmp_path: Path) -> 
     assert splits.summary["total"]["images"] == 8
 
 
+@pytest.mark.bad_input("manifest")
 def test_undetected_semicolon_delimiter_is_named_in_the_error(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("path;subject;expression\na.png,p0,happy\nb.png,p1,sad\n")
     expect(tmp_path / "m.csv", "missing column.*seems to be semicolon-separated")
 
 
+@pytest.mark.bad_input("manifest")
 def test_undetected_tab_delimiter_is_named_in_the_error(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("path\tsubject\texpression\na.png\tp0\nb.png\n")
     expect(tmp_path / "m.csv", "missing column.*seems to be tab-separated")
 
 
+@pytest.mark.bad_input("manifest")
 def test_unknown_columns_are_listed_with_the_closest_known_name(tmp_path: Path) -> None:
     m = build(tmp_path, sequence=True)
     m.write_text(m.read_text().replace("sequence", "sequnce", 1).replace("\n", ",1\n"))
@@ -315,6 +322,7 @@ def test_known_columns_only_give_no_notice(tmp_path: Path) -> None:
         read_manifest(build(tmp_path, sequence=True))
 
 
+@pytest.mark.bad_input("manifest")
 def test_misspelt_required_column_suggests_the_known_name(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("path,Subject,expression\na.png,p0,happy\n")
     expect(tmp_path / "m.csv", r"missing column.*'Subject': did you mean 'subject'\?")
@@ -337,6 +345,7 @@ def png(image: Image.Image) -> bytes:
     ],
     ids=["small", "noisy"],
 )
+@pytest.mark.bad_input("bad image file")
 def test_png_truncated_to_half_is_truncated_or_corrupt(tmp_path: Path, image: Image.Image) -> None:
     data = png(image)
     (tmp_path / "half.png").write_bytes(data[: len(data) // 2])

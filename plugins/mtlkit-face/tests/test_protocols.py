@@ -152,6 +152,7 @@ def test_natural_sort() -> None:
     assert sorted(["S10", "S2", "S1"], key=natural_key) == ["S1", "S2", "S10"]
 
 
+@pytest.mark.bad_input("labels and split")
 def test_sequence_holdout_treats_unknown_sequences_as_singletons() -> None:
     """Images without a sequence (one sequence each, as the manifest makes them) split alone."""
     records = [FaceRecord("S0", f"S0/ (line {i})", EXPR[i % 3]) for i in range(5)]
@@ -167,6 +168,7 @@ def test_sequence_holdout_treats_unknown_sequences_as_singletons() -> None:
     assert len(split.test) == 1 + 3  # S1 holds out one whole recording
 
 
+@pytest.mark.bad_input("labels and split")
 def test_single_subject_test_fold_warns() -> None:
     table = make_table([2] * 3)
     p = SubjectKFold(num_folds=3, fold=1, val_fraction=0.0)
