@@ -6,11 +6,11 @@ PY := $(VENV)/bin/python
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 STAMP := $(VENV)/.mtlkit-installed
 
-.PHONY: install demo demo-synthetic test test-all lint bench clean
+.PHONY: install demo demo-synthetic test test-all lint docs bench clean
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[dev,plot]" $(foreach p,$(PLUGINS),-e $(p))
+	$(PY) -m pip install -q -e ".[dev,plot,examples,docs]" $(foreach p,$(PLUGINS),-e $(p))
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +29,9 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf runs .pytest_cache

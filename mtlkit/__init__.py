@@ -32,6 +32,9 @@ _LAZY: dict[str, str] = {
     "Options": "mtlkit.options",
     "hookimpl": "mtlkit.hookspecs",
     "get_plugin_manager": "mtlkit.plugins",
+    "backward": "mtlkit.functional",
+    "WeightedStep": "mtlkit.functional",
+    "create_weighter": "mtlkit.functional",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -40,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover - static re-exports for type checkers
     from mtlkit.backbone import Backbone
     from mtlkit.config import RunConfig, load_config
     from mtlkit.data import Batch, DataModule, DataSplits, TensorDataset
+    from mtlkit.functional import WeightedStep, backward, create_weighter
     from mtlkit.hookspecs import hookimpl
     from mtlkit.model import MultiTaskModel
     from mtlkit.options import Options

@@ -1,0 +1,463 @@
+"""Drop a weighting method into any training loop: ``mtlkit.backward`` and ``WeightedStep``.
+
+The Trainer's :class:`~mtlkit.gradients.GradientEngine` runs the forward itself; these take the
+losses (and the shared features) your own loop already computed, and fill ``.grad`` exactly as
+the engine would for the weighter's ``needs``:
+
+- ``none``: one backward of the weighter's loss;
+- ``last_layer``: T partial gradients of the last shared layer (``last_shared=``), then the
+  weighter's loss;
+- ``representation``: T gradients w.r.t. the features, the combined one through the trunk once;
+- ``parameters``: T gradients w.r.t. the shared parameters in one ``[T, D]`` buffer.
+
+On the gradient paths each task's own parameters (its head) get their own loss gradient times
+``Update.head_weights``; they are found by walking each loss's autograd graph (stopping at the
+features when given), so no model class or task object is needed. Gradients already in ``.grad``
+are kept and added to (gradient accumulation).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mtlkit import distributed as D
+from mtlkit.errors import ConfigError, NonFiniteLossError, WeighterError
+from mtlkit.weighter import Update, Weighter, WeighterInput, WeighterSetup
+
+Losses = Sequence[Tensor] | Mapping[str, Tensor]
+
+
+def create_weighter(
+    name: str, tasks: Sequence[str], *, host: Any = None, **options: Any
+) -> Weighter:
+    """A registered weighter by name, its options validated by the plugin's own model (as
+    ``timm.create_model``): ``create_weighter("nash_mtl", ["seg", "depth"], max_norm=None)``."""
+    from mtlkit.config import Component, _resolve
+    from mtlkit.plugins import get_plugin_manager
+
+    if not tasks:
+        raise ConfigError("create_weighter: give the task names (at least one)")
+    resolved = _resolve(host or get_plugin_manager(), "weighters",
+                        Component(name=name, **options), "weighter")
+    try:
+        return resolved.cls(list(tasks), resolved.options)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"weighter {name!r} ({resolved.entry_dist}): {exc}") from None
+
+
+def task_parameters(loss: Tensor, stop: Tensor | None, exclude: set[int]) -> list[Tensor]:
+    """The trainable leaves ``loss`` depends on, by a walk of its autograd graph that does not
+    pass ``stop`` (the shared features) and skips ``exclude`` (ids of shared parameters)."""
+    root = loss.grad_fn
+    if root is None:
+        return []
+    stop_fn = stop.grad_fn if stop is not None else None
+    seen: set[Any] = set()
+    found: dict[int, Tensor] = {}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if stop_fn is not None and node is stop_fn:
+            continue
+        var = getattr(node, "variable", None)  # AccumulateGrad: a leaf
+        if var is not None:
+            if id(var) not in exclude and var.requires_grad:
+                found.setdefault(id(var), var)
+            continue
+        stack.extend(child for child, _ in node.next_functions)
+    return list(found.values())
+
+
+class WeightedStep:
+    """A weighter bound to a model's shared parameters, for your own training loop.
+
+    ::
+
+        step = mtlkit.WeightedStep(mtlkit.create_weighter("pcgrad", ["a", "b"]),
+                                   shared=encoder.parameters())
+        for batch in loader:
+            opt.zero_grad()
+            z = encoder(batch.x)
+            losses = [loss_a(head_a(z), batch.a), loss_b(head_b(z), batch.b)]
+            step.backward(losses, features=z)
+            opt.step()
+            step.after_step()
+
+    ``weighter.parameters()`` (UW's log-variances, GradNorm's weights...) must be in your optimizer:
+    add ``weighter.param_groups()`` to it. ``scaler``: a ``torch.amp.GradScaler`` for fp16 (call
+    ``scaler.step(opt)`` as usual). ``steps_per_epoch``: for weighters that count epochs (DWA),
+    unless you pass ``epoch=`` to :meth:`backward`. ``distributed``: average losses and gradients
+    over ranks as the Trainer does (default: when torch.distributed is initialised); run the
+    forward of a DDP-wrapped model under ``no_sync()`` (see docs/own-loop.md). ``setup=False``
+    for a weighter that is set up already (``Weighter.setup`` sizes it from the first batch).
+    """
+
+    def __init__(
+        self,
+        weighter: Weighter,
+        shared: Iterable[nn.Parameter] | None = None,
+        *,
+        last_shared: Iterable[nn.Parameter] | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+        steps_per_epoch: int | None = None,
+        check_finite: bool = True,
+        distributed: bool | None = None,
+        setup: bool = True,
+    ) -> None:
+        self.weighter = weighter
+        self.needs = weighter.needs
+        self.shared = [p for p in (shared or []) if p.requires_grad]
+        self.last_shared = [p for p in (last_shared or []) if p.requires_grad]
+        self.scaler = scaler
+        self.steps_per_epoch = steps_per_epoch
+        self.check_finite = check_finite
+        self.distributed = distributed
+        self.step = 0
+        self._is_setup = not setup
+        self._buffer: Tensor | None = None
+        self._pending: WeighterInput | None = None
+        self._validate()
+
+    def _validate(self) -> None:
+        grads, name = self.needs.grads, type(self.weighter).__name__
+        if grads == "parameters" and not self.shared:
+            raise ConfigError(f"{name} needs the shared parameters' gradients: pass shared=...")
+        if grads == "last_layer" and not self.last_shared:
+            raise ConfigError(
+                f"{name} needs the last shared layer's gradients: pass last_shared=..."
+                " (e.g. the parameters of the encoder's final layer)"
+            )
+
+    @property
+    def _dist(self) -> bool:
+        return D.active() if self.distributed is None else self.distributed
+
+    def _setup(self, features: Tensor | None, device: torch.device) -> None:
+        if self._is_setup:
+            return
+        feature_dim = int(features.flatten(1).shape[1]) if features is not None else 0
+        shared_numel = sum(p.numel() for p in self.shared)
+        self.weighter.setup(WeighterSetup(feature_dim, shared_numel, device))
+        self.weighter.to(device)
+        self._is_setup = True
+
+    # --- the step ------------------------------------------------------------------------------
+    def backward(
+        self,
+        losses: Losses,
+        features: Tensor | None = None,
+        *,
+        epoch: int | None = None,
+        metrics: Tensor | Sequence[float] | None = None,
+    ) -> Tensor:
+        """Combine the task losses (order: ``weighter.task_names``) and fill ``.grad``.
+
+        Returns the task weights ``[T]`` (detached). ``metrics``: per-task scores in [0, 1] for
+        weighters that declare ``step_metrics`` (DTP).
+        """
+        per_task = self._as_list(losses)
+        if not any(t.requires_grad for t in per_task):
+            raise ValueError("the losses carry no graph: compute them with gradients enabled")
+        device = per_task[0].device
+        needs = self.needs
+        if needs.features or needs.grads == "representation":
+            if features is None:
+                raise ConfigError(
+                    f"{type(self.weighter).__name__} reads the shared features: pass features="
+                )
+        self._setup(features, device)
+        if needs.after_step and self._pending is not None:
+            raise WeighterError(
+                f"{type(self.weighter).__name__} updates itself after each optimizer step: call"
+                " after_step() after optimizer.step() before the next backward()"
+            )
+        stacked = torch.stack([t.float() for t in per_task])
+        inp = WeighterInput(
+            losses=D.global_value(stacked) if self._dist else stacked,
+            step=self.step if needs.counters else None,
+            epoch=self._epoch(epoch) if needs.counters else None,
+            metrics=self._metrics(metrics, device) if needs.step_metrics else None,
+        )
+        self._guard(inp.losses)
+        mode = needs.grads
+        if mode == "representation":
+            assert features is not None
+            update = self._representation(per_task, features, inp)
+        elif mode == "parameters":
+            update = self._parameters(per_task, features, inp)
+        else:
+            update = self._loss_path(per_task, features, inp, last_layer=mode == "last_layer")
+        if mode in ("representation", "parameters") and self._dist:
+            D.all_mean_grads(self.shared + self._heads_seen)
+        self.step += 1
+        if needs.after_step:
+            self._pending = WeighterInput(
+                losses=inp.losses.detach(), step=inp.step, epoch=inp.epoch, metrics=inp.metrics
+            )
+        return update.weights.detach()
+
+    def after_step(self) -> None:
+        """The weighter's post-step update (FAMO, GradNorm, the dynamic unit...), after
+        ``optimizer.step()``; a no-op for weighters that need none."""
+        if self.needs.after_step and self._pending is not None:
+            self.weighter.after_step(self._pending)
+        self._pending = None
+
+    # --- pieces ----------------------------------------------------------------------------------
+    def _as_list(self, losses: Losses) -> list[Tensor]:
+        names = self.weighter.task_names
+        if isinstance(losses, Mapping):
+            missing = [n for n in names if n not in losses]
+            extra = [k for k in losses if k not in names]
+            if missing or extra:
+                raise ValueError(
+                    f"losses by name must match the weighter's tasks {names}: missing {missing},"
+                    f" unknown {extra}"
+                )
+            out = [losses[n] for n in names]
+        else:
+            out = list(losses)
+        if len(out) != len(names):
+            raise ValueError(f"expected {len(names)} losses ({names}), got {len(out)}")
+        for name, t in zip(names, out):
+            if t.dim() != 0:
+                raise ValueError(f"loss {name!r} must be a scalar, got shape {tuple(t.shape)}")
+        return out
+
+    def _epoch(self, epoch: int | None) -> int:
+        if epoch is not None:
+            return epoch
+        if self.steps_per_epoch:
+            return self.step // self.steps_per_epoch
+        raise ConfigError(
+            f"{type(self.weighter).__name__} counts steps and epochs: pass epoch= to backward()"
+            " or steps_per_epoch= to WeightedStep"
+        )
+
+    def _metrics(self, metrics: Tensor | Sequence[float] | None, device: torch.device) -> Tensor:
+        if metrics is None:
+            raise ConfigError(
+                f"{type(self.weighter).__name__} reads a per-task score in [0, 1] each step"
+                " (e.g. batch accuracy): pass metrics=[...] to backward()"
+            )
+        m = torch.as_tensor(metrics, dtype=torch.float32, device=device)
+        return D.all_mean(m) if self._dist else m
+
+    def _guard(self, losses: Tensor) -> None:
+        if self.check_finite and not bool(torch.isfinite(losses.detach()).all()):
+            bad = [n for n, v in zip(self.weighter.task_names, losses.tolist()) if v != v or
+                   abs(v) == float("inf")]
+            raise NonFiniteLossError(f"non-finite loss in task(s) {', '.join(bad)}")
+
+    def _scaled(self, loss: Tensor) -> Tensor:
+        return self.scaler.scale(loss) if self.scaler is not None else loss
+
+    def _unscale_(self, grads: Tensor) -> Tensor:
+        return grads.div_(self.scaler.get_scale()) if self.scaler is not None else grads
+
+    def _rescale(self, grad: Tensor) -> Tensor:
+        return grad * self.scaler.get_scale() if self.scaler is not None else grad
+
+    def _head_weights(self, update: Update) -> Tensor:
+        hw = (update.weights if update.head_weights is None else update.head_weights).detach()
+        if not bool((hw >= 0).all()):
+            raise WeighterError(
+                f"weighter {type(self.weighter).__name__} returned head weights"
+                f" {[round(v, 4) for v in hw.tolist()]}: a negative one would train that task's"
+                " head to increase its own loss"
+            )
+        return hw
+
+    def _combine(self, inp: WeighterInput, want: str) -> Update:
+        update = self.weighter.combine(inp)
+        if getattr(update, want) is None:
+            raise TypeError(
+                f"weighter {type(self.weighter).__name__} declared grads={self.needs.grads!r}"
+                f" but returned no Update.{want}"
+            )
+        return update
+
+    def _grad_buffer(self, rows: int, numel: int, device: torch.device) -> Tensor:
+        buf = self._buffer
+        if buf is None or buf.shape != (rows, numel) or buf.device != device:
+            buf = torch.empty(rows, numel, dtype=torch.float32, device=device)
+            self._buffer = buf
+        return buf
+
+    @staticmethod
+    def _add_grad(p: Tensor, g: Tensor | None, scale: Tensor | None = None) -> None:
+        if g is None:
+            return
+        if scale is not None:
+            g = g * scale.to(g.dtype)
+        p.grad = g.to(p.dtype) if p.grad is None else p.grad.add_(g.to(p.grad.dtype))
+
+    def _loss_path(
+        self, per_task: list[Tensor], features: Tensor | None, inp: WeighterInput,
+        last_layer: bool,
+    ) -> Update:
+        if self.needs.features:
+            inp.features = features
+        if last_layer:
+            last = self.last_shared
+            grads = self._grad_buffer(len(per_task), sum(p.numel() for p in last),
+                                      per_task[0].device)
+            for i, loss in enumerate(per_task):
+                g = torch.autograd.grad(self._scaled(loss), last, retain_graph=True,
+                                        allow_unused=True)
+                _flat_into(grads[i], g, last)
+            self._unscale_(grads)
+            if self._dist:
+                D.all_mean_(grads)
+            inp.grads = grads
+        update = self._combine(inp, "loss")
+        assert update.loss is not None
+        self._scaled(update.loss).backward()
+        return update
+
+    @property
+    def _heads_seen(self) -> list[Tensor]:
+        return getattr(self, "_last_heads", [])
+
+    def _per_task_grads(
+        self, per_task: list[Tensor], wrt: list[Tensor], stop: Tensor | None
+    ) -> tuple[list[tuple[Tensor | None, ...]], list[list[Tensor]]]:
+        """For each task, its gradients w.r.t. ``wrt`` and w.r.t. its own parameters."""
+        exclude = {id(p) for p in [*self.shared, *wrt]}
+        heads = [task_parameters(loss, stop, exclude) for loss in per_task]
+        self._last_heads = [p for hs in heads for p in hs]
+        out = []
+        last = max((i for i, loss in enumerate(per_task) if loss.grad_fn is not None), default=-1)
+        for i, (loss, own) in enumerate(zip(per_task, heads)):
+            if loss.grad_fn is None:  # no labelled sample of this task: zero gradient
+                out.append(tuple(None for _ in [*wrt, *own]))
+                continue
+            # the graph is kept until the last task; the trunk below the features is never run
+            # here, so the representation path can still send the combined gradient through it
+            out.append(torch.autograd.grad(self._scaled(loss), [*wrt, *own],
+                                           retain_graph=i < last, allow_unused=True))
+        return out, heads
+
+    def _representation(
+        self, per_task: list[Tensor], features: Tensor, inp: WeighterInput
+    ) -> Update:
+        t = len(per_task)
+        grads = torch.empty((t, *features.shape), dtype=torch.float32, device=features.device)
+        results, heads = self._per_task_grads(per_task, [features], features)
+        for i, g in enumerate(results):
+            if g[0] is None and per_task[i].grad_fn is not None:
+                raise ConfigError(
+                    f"loss {self.weighter.task_names[i]!r} does not depend on the features given:"
+                    " pass the shared representation the heads read (with torch.compile, compile"
+                    " the encoder alone: a model compiled as one graph hides its features)"
+                )
+            if g[0] is None:
+                grads[i].zero_()
+            else:
+                grads[i].copy_(g[0])
+        self._unscale_(grads)
+        world = D.env_info().world_size if self._dist else 1
+        z_all = features.detach()
+        if world > 1:
+            grads = D.gather_cat(grads / world, dim=1)
+            z_all = D.gather_cat(z_all, dim=0)
+        inp.grads = grads
+        inp.features = z_all if self.needs.features else None
+        update = self._combine(inp, "grad")
+        assert update.grad is not None
+        hw = self._head_weights(update)
+        for i, own in enumerate(heads):
+            for p, g in zip(own, results[i][1:]):
+                self._add_grad(p, g, hw[i])
+        combined = update.grad
+        if world > 1:
+            b = features.shape[0]
+            rank = D.env_info().rank
+            combined = combined[rank * b : (rank + 1) * b] * world
+        features.backward(self._rescale(combined).to(features.dtype))
+        if update.loss is not None:
+            update.loss.backward()
+        return update
+
+    def _parameters(
+        self, per_task: list[Tensor], features: Tensor | None, inp: WeighterInput
+    ) -> Update:
+        shared = self.shared
+        grads = self._grad_buffer(len(per_task), sum(p.numel() for p in shared),
+                                  per_task[0].device)
+        results, heads = self._per_task_grads(per_task, shared, None)
+        for i, g in enumerate(results):
+            _flat_into(grads[i], g[: len(shared)], shared)
+        self._unscale_(grads)
+        if self._dist:
+            D.all_mean_(grads)
+        inp.grads = grads
+        inp.grads_scratch = True
+        if self.needs.features and features is not None:
+            inp.features = features.detach()
+        update = self._combine(inp, "grad")
+        assert update.grad is not None
+        hw = self._head_weights(update)
+        for i, own in enumerate(heads):
+            for p, g in zip(own, results[i][len(shared):]):
+                self._add_grad(p, g, hw[i])
+        flat = self._rescale(update.grad)
+        offset = 0
+        for p in shared:
+            n = p.numel()
+            self._add_grad(p, flat[offset : offset + n].view_as(p).clone())
+            offset += n
+        if update.loss is not None:
+            update.loss.backward()
+        return update
+
+
+def _flat_into(row: Tensor, grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> None:
+    offset = 0
+    for g, p in zip(grads, params):
+        n = p.numel()
+        if g is None:
+            row[offset : offset + n].zero_()
+        else:
+            row[offset : offset + n].copy_(g.reshape(-1))
+        offset += n
+
+
+_STEPS: weakref.WeakKeyDictionary[Weighter, WeightedStep] = weakref.WeakKeyDictionary()
+
+
+def backward(
+    losses: Losses,
+    weighter: Weighter,
+    *,
+    shared: Iterable[nn.Parameter] | None = None,
+    features: Tensor | None = None,
+    last_shared: Iterable[nn.Parameter] | None = None,
+    epoch: int | None = None,
+    metrics: Tensor | Sequence[float] | None = None,
+) -> Tensor:
+    """One call: combine ``losses`` with ``weighter`` and fill ``.grad``; returns the weights.
+
+    Keeps one :class:`WeightedStep` per weighter (its step counter and gradient buffer). Weighters
+    that update themselves after the optimizer step (``needs.after_step``) need
+    ``WeightedStep.after_step()``: use a :class:`WeightedStep` for those.
+    """
+    if weighter.needs.after_step:
+        raise ConfigError(
+            f"{type(weighter).__name__} updates itself after each optimizer step: use"
+            " step = mtlkit.WeightedStep(weighter, shared=...), then step.backward(...) and"
+            " step.after_step() after optimizer.step()"
+        )
+    step = _STEPS.get(weighter)
+    if step is None:
+        step = WeightedStep(weighter, shared, last_shared=last_shared)
+        _STEPS[weighter] = step
+    return step.backward(losses, features, epoch=epoch, metrics=metrics)
