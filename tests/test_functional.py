@@ -237,3 +237,28 @@ def test_one_call_backward_returns_the_weights() -> None:
     _, losses = _losses(net, x, ya, yb)
     w = mtlkit.backward(losses, mtlkit.create_weighter("uncertainty", ["a", "b"]))
     assert w.shape == (2,) and all(p.grad is not None for p in net.parameters())
+
+
+@pytest.mark.parametrize(("name", "rep"), [("pcgrad", "0"), ("mgda", "1")])
+def test_two_ranks_give_the_single_process_gradients(
+    tmp_path: Path, name: str, rep: str
+) -> None:
+    """Under torchrun (gloo, 2 ranks, half a batch each) WeightedStep averages losses, per-task
+    gradients and the final .grad itself: rank 0 ends with the gradients of one process that
+    saw the whole batch."""
+    import os
+    import subprocess
+    import sys
+
+    runner = Path(__file__).parent / "helpers" / "ddp_functional_runner.py"
+    outs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"grads{nproc}.pt"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", str(runner), str(out), name, rep]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert res.returncode == 0, res.stderr[-3000:]
+        outs[nproc] = torch.load(out, weights_only=True)
+    for a, b in zip(outs[1], outs[2]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
