@@ -232,15 +232,14 @@ class WeightedStep:
                 raise ValueError(f"loss {name!r} must be a scalar, got shape {tuple(t.shape)}")
         return out
 
-    def _epoch(self, epoch: int | None) -> int:
+    def _epoch(self, epoch: int | None) -> int | None:
+        """The epoch given, or counted from ``steps_per_epoch``; None otherwise (a weighter that
+        needs it, such as DWA, then says so)."""
         if epoch is not None:
             return epoch
         if self.steps_per_epoch:
             return self.step // self.steps_per_epoch
-        raise ConfigError(
-            f"{type(self.weighter).__name__} counts steps and epochs: pass epoch= to backward()"
-            " or steps_per_epoch= to WeightedStep"
-        )
+        return None
 
     def _metrics(self, metrics: Tensor | Sequence[float] | None, device: torch.device) -> Tensor:
         if metrics is None:

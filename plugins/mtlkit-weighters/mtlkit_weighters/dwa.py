@@ -76,7 +76,10 @@ class DWAWeighter(Weighter):
 
     def combine(self, inp: WeighterInput) -> Update:
         if inp.epoch is None:
-            raise ValueError("dwa needs the epoch counter (needs.counters)")
+            raise ValueError(
+                "dwa needs the epoch counter: the Trainer passes it; with mtlkit.WeightedStep pass"
+                " steps_per_epoch= or backward(..., epoch=e)"
+            )
         if inp.epoch != self._epoch:
             self._roll(inp.epoch)
         w = self.record(self.weights_now())
