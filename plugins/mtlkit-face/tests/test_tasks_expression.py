@@ -1,4 +1,5 @@
-"""The expression task: builtin classification behaviour plus confusion-matrix artifacts."""
+"""The expression task: builtin classification behaviour plus confusion-matrix artifacts (the
+generic task contract is checked by the conformance kit in test_conformance.py)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,6 @@ def test_is_the_builtin_classification_task() -> None:
     head = task.build_head(10, INFO)
     assert head(torch.randn(4, 10)).shape == (4, 3)
     assert [m.name for m in task.metrics()] == ["accuracy", "macro_f1"]
-    loss = task.loss(head(torch.randn(2, 10)), torch.full((2,), MISSING_LABEL))
-    assert loss.item() == 0.0
     assert ExpressionTask("e", ExpressionTask.Options(label_smoothing=0.1)).options.label_smoothing
 
 

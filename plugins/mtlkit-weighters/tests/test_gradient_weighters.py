@@ -12,9 +12,10 @@ from mtlkit_weighters._solvers import (
     project_simplex,
 )
 
+from mtlkit.testing import GRAD_KINDS, raw_grads
 from mtlkit.weighter import WeighterSetup
 
-from .conftest import GRAD_KINDS, grads_input, make_weighter, raw_grads
+from .conftest import grads_input, make_weighter
 
 
 def _random_grads(seed: int, t: int = 3, d: int = 8) -> torch.Tensor:

@@ -7,7 +7,9 @@ import pytest
 import torch
 from mtlkit_weighters._solvers import min_norm_2, min_norm_simplex
 
-from .conftest import GRAD_KINDS, grads_input, make_weighter, raw_grads
+from mtlkit.testing import GRAD_KINDS, raw_grads
+
+from .conftest import grads_input, make_weighter
 
 
 def _brute_force_2(g1: torch.Tensor, g2: torch.Tensor) -> float:

@@ -7,7 +7,9 @@ import pytest
 import torch
 from mtlkit_weighters.pcgrad import pcgrad_coefficients
 
-from .conftest import GRAD_KINDS, grads_input, make_weighter, raw_grads
+from mtlkit.testing import GRAD_KINDS, raw_grads
+
+from .conftest import grads_input, make_weighter
 
 
 def _direct(grads: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
