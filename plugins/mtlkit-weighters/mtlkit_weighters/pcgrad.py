@@ -68,6 +68,9 @@ class PCGradWeighter(GramWeighter):
     Options = PCGradOptions
     options: PCGradOptions
     needs = Needs(grads="parameters", counters=True)
+    conformance_traits = {"equivariant_max_tasks": 2}
+    """For ``mtlkit.testing``: the projection order matters for T >= 3 when gradients conflict;
+    with T = 2 each task has a single other task and the method is order-free."""
     head_gradients = "own"
 
     def orders(self, step: int | None) -> Tensor:

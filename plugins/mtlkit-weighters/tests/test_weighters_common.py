@@ -9,26 +9,18 @@ from typing import Any
 import pytest
 import torch
 
-from mtlkit.testing import FakeTrainer, WeighterTraits, parametrize_checks, weighter_checks
+from mtlkit.testing import FakeTrainer, parametrize_checks, weighter_checks
 from mtlkit.testing.weighters import build_weighter, task_names
 from mtlkit.weighter import Weighter, WeighterInput
 
 from .conftest import CLASSES, NAMES, VARIANTS, make_weighter, options_of, variant_id
 
-TRAITS: dict[str, WeighterTraits] = {
-    # the projection order matters for T >= 3 when gradients conflict; with T = 2 every task has
-    # a single other task and the method is exactly order-free
-    "pcgrad": WeighterTraits(equivariant_max_tasks=2),
-}
-"""Declarations the kit reads (best kept on the classes as ``conformance_traits``)."""
-
 CHECKS = [
     check
     for name in NAMES
-    for check in weighter_checks(
-        CLASSES[name], options_of(name), num_tasks=(2, 3), traits=TRAITS.get(name), name=name
-    )
+    for check in weighter_checks(CLASSES[name], options_of(name), num_tasks=(2, 3), name=name)
 ]
+"""Declarations such as PCGrad's order dependence live on the classes (``conformance_traits``)."""
 
 
 @parametrize_checks(CHECKS)
