@@ -18,7 +18,13 @@ import yaml
 from mtlkit.checkpoint import load_checkpoint
 from mtlkit.config import load_config
 from mtlkit.plugins import PluginHost
-from mtlkit.preempt import EXIT_INTERRUPTED, SIGNALS, StopRequests, TrainingInterrupted
+from mtlkit.preempt import (
+    EXIT_INTERRUPTED,
+    REPEAT_GRACE_S,
+    SIGNALS,
+    StopRequests,
+    TrainingInterrupted,
+)
 from mtlkit.trainer import Trainer
 
 from .conftest import tiny_config
@@ -85,11 +91,15 @@ def test_handlers_are_restored_and_off_when_disabled() -> None:
         assert {s: signal.getsignal(s) for s in SIGNALS} == before
 
 
-def test_a_second_signal_gets_the_default_behaviour() -> None:
+def test_a_repeat_within_the_grace_is_the_same_request_and_a_later_one_aborts() -> None:
     with StopRequests() as stop:
         stop._handle(signal.SIGTERM, None)
         assert stop.requested()
-        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the next one kills
+        stop._handle(signal.SIGTERM, None)  # the same request delivered twice (a launcher)
+        assert signal.getsignal(signal.SIGTERM) == stop._handle
+        stop._since -= REPEAT_GRACE_S + 1  # later: the user insists
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGINT, None)  # SIGINT's previous handler raises
 
 
 @pytest.mark.bad_input("signal during training")
