@@ -287,6 +287,11 @@ class ResolvedRun:
     weighter: Resolved
     data: Resolved
 
+    def components(self) -> list[tuple[str, Resolved]]:
+        """Every component with its config path: backbone, weighter, data, tasks.<i>."""
+        fixed = [("backbone", self.backbone), ("weighter", self.weighter), ("data", self.data)]
+        return fixed + [(f"tasks.{i}", r) for i, r in enumerate(self.tasks.values())]
+
 
 def _resolve(host: PluginHost, kind: str, comp: Component, prefix: str) -> Resolved:
     registry = host.registry(kind)
@@ -333,3 +338,18 @@ def resolve_run(config: RunConfig, host: PluginHost) -> ResolvedRun:
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
     """A JSON-safe dict of the config (plugin options included)."""
     return json.loads(config.model_dump_json())
+
+
+def resolved_config_dict(config: RunConfig, resolved: ResolvedRun) -> dict[str, Any]:
+    """The config with each component's options validated and every default filled in."""
+    out = config_to_dict(config)
+    for path, r in resolved.components():
+        node: Any = out
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node[part]
+        key: Any = int(last) if isinstance(node, list) else last
+        spec = node[key]
+        keep = {k: spec[k] for k in ("name", "id", "target") if k in spec}
+        node[key] = {**keep, **r.options.model_dump(mode="json")}
+    return out

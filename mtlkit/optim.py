@@ -13,6 +13,34 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mtlkit.config import OptimizerConfig, SchedulerConfig
+from mtlkit.schedule import lr_factor
+
+
+def build_optimizer(oc: OptimizerConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """The configured optimizer over ``groups`` (the model's, then each weighter's own)."""
+    if oc.name == "sgd":
+        return torch.optim.SGD(
+            groups, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay,
+            nesterov=oc.nesterov,
+        )
+    if oc.name == "rmsprop":
+        return TFRMSprop(
+            groups, lr=oc.lr, decay=oc.rmsprop_decay, momentum=oc.momentum, eps=oc.rmsprop_eps,
+            weight_decay=oc.weight_decay,
+        )
+    return torch.optim.AdamW(groups, lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
+
+
+def build_scheduler(
+    sc: SchedulerConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """A closed-form schedule per param group (see ``mtlkit.schedule``); None: constant lr."""
+    if sc.name == "none":
+        return None
+    factors = [lr_factor(sc, total_steps, steps_per_epoch, g["lr"]) for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+
 
 @torch.no_grad()
 def tf_rmsprop_(

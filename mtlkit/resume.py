@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from mtlkit.config import ResolvedRun
 from mtlkit.errors import CheckpointError
 
 Kind = Literal["harmless", "legitimate", "forbidden"]
@@ -87,6 +88,15 @@ _MISSING = object()
 
 def _show(value: Any) -> str:
     return "(unset)" if value is _MISSING else json.dumps(value)
+
+
+def declared_harmless(resolved: ResolvedRun) -> list[str]:
+    """Config paths of the options each component declares harmless to change on resume."""
+    return [
+        f"{path}.{name}"
+        for path, r in resolved.components()
+        for name in getattr(type(r.options), "resume_harmless", ())
+    ]
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

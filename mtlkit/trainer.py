@@ -30,18 +30,18 @@ from mtlkit.checkpoint import (
     save_checkpoint,
     stored_config,
 )
-from mtlkit.config import RunConfig, config_to_dict, resolve_run
+from mtlkit.config import RunConfig, config_to_dict, resolve_run, resolved_config_dict
 from mtlkit.data import Batch, DataSplits, TensorDataset, batch_generator, epoch_order
 from mtlkit.errors import CheckpointError, ConfigError, MtlkitError, NonFiniteLossError
+from mtlkit.evaluation import evaluate_split, move_batch
 from mtlkit.gradients import GradientEngine, StepResult
 from mtlkit.model import MultiTaskModel
 from mtlkit.notices import format_metric
 from mtlkit.notices import notice as _notice
-from mtlkit.optim import TFRMSprop
+from mtlkit.optim import build_optimizer, build_scheduler
 from mtlkit.plugins import PluginHost, get_plugin_manager
 from mtlkit.preempt import StopRequests, TrainingInterrupted
 from mtlkit.runlog import RunLog, plot_history
-from mtlkit.schedule import lr_factor
 from mtlkit.task import MetricSpec, Task
 from mtlkit.weighter import Weighter, WeighterSetup
 
@@ -74,16 +74,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def move_batch(batch: Batch, device: torch.device) -> Batch:
-    if device.type == "cpu":
-        return batch
-    return Batch(
-        input=batch["input"].to(device, non_blocking=True),
-        targets={k: v.to(device, non_blocking=True) for k, v in batch["targets"].items()},
-        meta={k: v.to(device, non_blocking=True) for k, v in batch["meta"].items()},
-    )
-
-
 class Trainer:
     """Owns model, tasks, weighter, optimizer and scheduler for one run directory."""
 
@@ -107,7 +97,7 @@ class Trainer:
         if self.is_main:
             self._check_output_dir()
         resolved = resolve_run(config, self.host)
-        self._harmless = _declared_harmless(resolved)
+        self._harmless = R.declared_harmless(resolved)
         self._resolved = resolved
         self.backbone = self._build(resolved.backbone, "backbone", lambda c, o: c(o))
         self.task_ids = config.task_ids()
@@ -221,29 +211,10 @@ class Trainer:
             ) from None
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        oc = self.config.optimizer
         groups: list[dict[str, Any]] = [
             {"params": [p for p in self.model.parameters() if p.requires_grad]}
         ]
-        groups += self.weighter.param_groups()
-        if oc.name == "sgd":
-            return torch.optim.SGD(
-                groups,
-                lr=oc.lr,
-                momentum=oc.momentum,
-                weight_decay=oc.weight_decay,
-                nesterov=oc.nesterov,
-            )
-        if oc.name == "rmsprop":
-            return TFRMSprop(
-                groups,
-                lr=oc.lr,
-                decay=oc.rmsprop_decay,
-                momentum=oc.momentum,
-                eps=oc.rmsprop_eps,
-                weight_decay=oc.weight_decay,
-            )
-        return torch.optim.AdamW(groups, lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
+        return build_optimizer(self.config.optimizer, groups + self.weighter.param_groups())
 
     def _num_batches(self, n: int) -> int:
         bs = self.config.trainer.batch_size
@@ -258,13 +229,9 @@ class Trainer:
         return total
 
     def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
-        """A closed-form schedule per param group (see ``mtlkit.schedule``); None: constant lr."""
-        sc = self.config.scheduler
-        if sc.name == "none":
-            return None
-        total, spe = self.total_steps(), self.steps_per_epoch
-        factors = [lr_factor(sc, total, spe, g["lr"]) for g in self.optimizer.param_groups]
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factors)
+        return build_scheduler(
+            self.config.scheduler, self.optimizer, self.total_steps(), self.steps_per_epoch
+        )
 
     def _apply_config_hparams(self) -> None:
         """After loading optimizer state: the config's hyperparameters and this step's lr.
@@ -326,7 +293,7 @@ class Trainer:
     @property
     def resolved_config(self) -> dict[str, Any]:
         """The run's config with every plugin option's default filled in (as it is now)."""
-        return _resolved_dict(self.config, self._resolved)
+        return resolved_config_dict(self.config, self._resolved)
 
     def _train_groups(self) -> Tensor:
         """The groups (subjects...) the training split holds; empty without a group key."""
@@ -630,68 +597,23 @@ class Trainer:
             self.save(BEST)
 
     # --- evaluation --------------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, split: str = "test", artifacts_prefix: str | None = None) -> dict[str, Any]:
-        """Per-task metrics and mean losses on a split (eval mode, no gradient).
-
-        Under torch.distributed each rank runs a strided shard and the outputs are gathered, so
-        every rank computes the metrics of the whole split.
-        """
+        """Per-task metrics and mean losses on a split (see :func:`evaluate_split`); with
+        ``artifacts_prefix`` rank 0 also writes each task's files (confusion matrices...)."""
         data = self.data.named().get(split)
         if data is None:
             raise ConfigError(
                 f"the dataset has no {split!r} split; it has {list(self.data.named())}"
             )
-        self.model.eval()
-        meters = {t.name: t.new_meter() for t in self.tasks}
-        loss_sum = torch.zeros(len(self.tasks), dtype=torch.float64)
-        count = torch.zeros(len(self.tasks), dtype=torch.float64)
-        bs = self.config.trainer.eval_batch_size
-        shard = torch.arange(self.dist.rank, len(data), self.dist.world_size)
-        gathered: list[tuple[Any, Batch, Tensor, int]] = []
-        for start in range(0, len(shard), bs):
-            idx = shard[start : start + bs]
-            batch = move_batch(data.batch(idx), self.device)
-            with self._autocast():
-                _, outputs = self.model(batch["input"])
-            losses = self.engine.losses(outputs, batch).double().cpu()
-            labelled = self._labelled_counts(batch)
-            if self.dist.enabled:
-                gathered.append((_to_cpu(outputs), _to_cpu(batch), losses, labelled))
-            else:
-                self._update_meters(meters, outputs, batch)
-                loss_sum += losses * labelled
-                count += labelled
-        if self.dist.enabled:
-            for part in D.gather_objects(gathered):
-                for outputs, batch, losses, labelled in part:
-                    self._update_meters(meters, outputs, batch)
-                    loss_sum += losses * labelled
-                    count += labelled
-        result: dict[str, Any] = {}
-        for i, task in enumerate(self.tasks):
-            metrics = meters[task.name].compute()
-            if count[i] > 0:  # a split without labels for a task has no loss for it
-                metrics["loss"] = float(loss_sum[i] / count[i])
-            result[task.name] = metrics
-            if artifacts_prefix is not None and self.is_main:
+        result, meters = evaluate_split(
+            self.model, self.tasks, self.target_keys, self.engine.losses, data,
+            batch_size=self.config.trainer.eval_batch_size, device=self.device,
+            autocast=self._autocast,
+        )
+        if artifacts_prefix is not None and self.is_main:
+            for task in self.tasks:
                 meters[task.name].save_artifacts(self.run_dir, f"{artifacts_prefix}{task.name}_")
         return result
-
-    def _labelled_counts(self, batch: Batch) -> Tensor:
-        """Labelled samples per task in a batch (task losses are means over these)."""
-        targets = batch["targets"]
-        return (
-            torch.stack(
-                [t.labelled_mask(targets[k]).sum() for t, k in zip(self.tasks, self.target_keys)]
-            )
-            .double()
-            .cpu()
-        )
-
-    def _update_meters(self, meters: dict[str, Any], outputs: dict[str, Any], batch: Batch) -> None:
-        for task, key in zip(self.tasks, self.target_keys):
-            meters[task.name].update(outputs[task.name], batch["targets"][key], batch)
 
     def finish(self, train_seconds: float) -> dict[str, Any]:
         """Final evaluation (best-on-val weights if selected), results JSON and plot."""
@@ -736,43 +658,6 @@ class Trainer:
             if tc.plot:
                 plot_history(self.log.steps_path, self.run_dir / "training.png", self.task_ids)
         return results
-
-
-def _resolved_dict(config: RunConfig, resolved: Any) -> dict[str, Any]:
-    """The config with each component's options validated and defaults filled in."""
-    out = config_to_dict(config)
-
-    def section(spec: dict[str, Any], r: Any) -> dict[str, Any]:
-        keep = {k: spec[k] for k in ("name", "id", "target") if k in spec}
-        return {**keep, **r.options.model_dump(mode="json")}
-
-    for key in ("backbone", "weighter", "data"):
-        out[key] = section(out[key], getattr(resolved, key))
-    out["tasks"] = [section(t, r) for t, r in zip(out["tasks"], resolved.tasks.values())]
-    return out
-
-
-def _declared_harmless(resolved: Any) -> list[str]:
-    """Config paths of the options each component declares harmless to change on resume."""
-    parts = [("backbone", resolved.backbone), ("weighter", resolved.weighter),
-             ("data", resolved.data)]
-    parts += [(f"tasks.{i}", r) for i, r in enumerate(resolved.tasks.values())]
-    return [
-        f"{prefix}.{name}"
-        for prefix, r in parts
-        for name in getattr(type(r.options), "resume_harmless", ())
-    ]
-
-
-def _to_cpu(obj: Any) -> Any:
-    """Tensors (in dicts/lists) moved to CPU, detached: what evaluation gathers across ranks."""
-    if isinstance(obj, Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
 
 
 def versions() -> dict[str, str]:
