@@ -48,7 +48,9 @@ def loss_parts(run: Path, root: str | None) -> dict[str, float]:
     m = y >= 0
     ce = F.cross_entropy(ident["logits"][m], y[m])
     center = (
-        weight * center_loss(ident["embedding"][m], ident["centers"], y[m]).mean()
+        # in the space the run's task measured it (normalised by default since 0.2)
+        weight
+        * center_loss(identity._center_space(ident["embedding"][m]), ident["centers"], y[m]).mean()
         if "centers" in ident
         else torch.zeros(())
     )
@@ -70,6 +72,7 @@ def main() -> None:
     p.add_argument("--runs", default="runs/ck48_compare", help="ck48_compare.py's --out")
     p.add_argument("--folds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--weighters", nargs="+", default=["equal", "dynamic"])
+    p.add_argument("--name", default="ck48_loss_parts", help="results file stem")
     args = p.parse_args()
     rows = []
     for fold in args.folds:
@@ -93,7 +96,7 @@ def main() -> None:
             f" {r['weighted_center_loss']:.3f} | {r['train_identification_accuracy']:.3f} |"
             f" {r['expression_ce']:.3f} |\n"
         )
-    write_results("ck48_loss_parts", {"rows": rows, "args": vars(args)}, md)
+    write_results(args.name, {"rows": rows, "args": vars(args)}, md)
     print(md)
 
 
