@@ -81,6 +81,49 @@ def _parser() -> argparse.ArgumentParser:
     va = cfs.add_parser("validate", help="check a config, plugin options included")
     overrides(va)
     cfs.add_parser("schema", help="print the run config's JSON schema")
+
+    sw = sub.add_parser(
+        "sweep",
+        help="run every cell of a sweep spec (base config x axes); resumable, in parallel",
+        description="Run the cells of a sweep spec (docs/sweeps.md). Finished cells are"
+        " skipped, a cell with a checkpoint resumes, a changed config is a new cell. Exit status:"
+        " 0 all done, 1 a cell failed, 75 interrupted (rerun to continue), 2 a bad spec.",
+    )
+    sw.add_argument("spec", help="YAML or TOML sweep spec")
+    sw.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="cells at once: 1 trains in this process; N > 1 runs `mtlkit train` processes,"
+        " each with trainer.num_threads = max(1, cpus // N)",
+    )
+    sw.add_argument(
+        "--dry-run", action="store_true", help="list the cells (name, hash, state); run nothing"
+    )
+    sw.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+
+    rp = sub.add_parser(
+        "report",
+        help="tables, paired tests, Delta_m and plots over a sweep's finished cells",
+        description="Report on the test metrics of a sweep's cells (docs/sweeps.md): mean, std"
+        " and 95%% t interval per method, paired sign and Wilcoxon tests, Delta_m against the"
+        " single-task cells, PNG plots (with matplotlib).",
+    )
+    rp.add_argument(
+        "source", metavar="RUNS_OR_SPEC", help="a sweep spec, a sweep folder or a folder of runs"
+    )
+    rp.add_argument("--baseline", metavar="LABEL", help="method to compare every other against")
+    rp.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="TASK/METRIC",
+        help="test metrics to report, the first one picks the best static weight (default:"
+        " every task's declared metrics)",
+    )
+    rp.add_argument("--out", metavar="DIR", help="output folder (default: <sweep folder>/report)")
+    rp.add_argument("--json", action="store_true", help="print report.json instead of Markdown")
     return p
 
 
@@ -177,6 +220,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from mtlkit.errors import ConfigError
+    from mtlkit.sweep import SweepRunner, dry_run, load_sweep, validate_cells
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs: must be at least 1, got {args.jobs}")
+    sweep = load_sweep(args.spec)
+    if args.dry_run:
+        from mtlkit.plugins import get_plugin_manager
+
+        validate_cells(sweep, get_plugin_manager())
+        return dry_run(sweep, sys.stdout, args.json)
+    runner = SweepRunner(sweep, jobs=args.jobs, out=sys.stderr if args.json else sys.stdout)
+    code = runner.run()
+    if args.json:
+        print(json.dumps(runner.summary(), indent=2))
+    return code
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mtlkit.report import write_report
+
+    report, markdown, files = write_report(
+        args.source, baseline=args.baseline, metrics=args.metrics, out=args.out
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(markdown, end="")
+        print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def _resume_command() -> str:
     """This command line with ``--resume`` (and without ``--resume-if-possible``)."""
     import shlex
@@ -205,6 +281,8 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "plugins": _cmd_plugins,
     "config": _cmd_config,
+    "sweep": _cmd_sweep,
+    "report": _cmd_report,
 }
 
 

@@ -1,0 +1,714 @@
+"""Reports over a sweep's finished cells: statistics, paired tests, Delta_m and plots.
+
+:func:`collect` reads the cells (from a sweep spec, a sweep directory's ``sweep.json``, or any
+folder of run directories); :func:`build_report` computes, per method and test metric, the mean,
+standard deviation and 95% t interval over folds and seeds, paired comparisons on the same
+(fold, seed) with an exact sign test and a Wilcoxon signed-rank test, and Delta_m against the
+single-task cells; :func:`write_report` writes ``report.md``, ``report.json`` and PNG plots
+(without matplotlib: a notice and no PNGs). Statistics use the standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtlkit.errors import ConfigError
+from mtlkit.notices import notice
+
+TIES = 1e-12
+"""Paired differences with ``|d| <= TIES * max(1, |reference|)`` count as ties."""
+
+_T975 = (
+    12.706204736, 4.302652730, 3.182446305, 2.776445105, 2.570581836, 2.446911851,
+    2.364624252, 2.306004135, 2.262157163, 2.228138852, 2.200985160, 2.178812830,
+    2.160368656, 2.144786688, 2.131449546, 2.119905299, 2.109815578, 2.100922040,
+    2.093024054, 2.085963447, 2.079613845, 2.073873068, 2.068657610, 2.063898562,
+    2.059538553, 2.055529439, 2.051830516, 2.048407142, 2.045229642, 2.042272456,
+)  # fmt: skip
+"""The 0.975 quantile of Student's t for 1..30 degrees of freedom."""
+
+_Z975 = 1.959963984540054
+
+
+def t_quantile_975(df: int) -> float:
+    """The 0.975 quantile of Student's t: a table for df <= 30, beyond it the Cornish-Fisher
+    expansion around the normal quantile (error below 1e-7 in probability)."""
+    if df < 1:
+        raise ValueError("degrees of freedom must be >= 1")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = _Z975
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
+
+
+def describe(values: Sequence[float]) -> dict[str, Any]:
+    """``n``, ``mean``, sample ``std`` and the 95% t interval of the mean (None below 2 values)."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "ci95": None}
+    mean = math.fsum(values) / n
+    if n < 2:
+        return {"n": 1, "mean": mean, "std": None, "ci95": None}
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t_quantile_975(n - 1) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact binomial sign test (ties left out): ``2 P(X <= min)``, at most 1."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def _average_ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def wilcoxon(diffs: Sequence[float], exact_max: int = 20) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences (zeros left out).
+
+    Up to ``exact_max`` non-zero differences: the exact distribution of ``W+`` over all ``2^n``
+    sign assignments of the observed (average, for tied magnitudes) ranks, by counting. Beyond:
+    the normal approximation with the tie correction of the variance, no continuity correction.
+    """
+    d = [x for x in diffs if x != 0]
+    n = len(d)
+    if n == 0:
+        return 1.0
+    mags = [float(f"{abs(x):.12g}") for x in d]  # magnitudes equal to 12 digits are tied
+    ranks = _average_ranks(mags)
+    w_plus = sum(r for r, x in zip(ranks, d) if x > 0)
+    if n <= exact_max:
+        doubled = [round(2 * r) for r in ranks]  # average ranks are multiples of 1/2
+        counts = [0] * (sum(doubled) + 1)
+        counts[0] = 1
+        for r in doubled:
+            for s in range(len(counts) - 1, r - 1, -1):
+                counts[s] += counts[s - r]
+        w = round(2 * w_plus)
+        lower, upper = sum(counts[: w + 1]), sum(counts[w:])
+        return min(1.0, 2 * min(lower, upper) / 2**n)
+    mean = n * (n + 1) / 4
+    groups: dict[float, int] = defaultdict(int)
+    for m in mags:
+        groups[m] += 1
+    var = n * (n + 1) * (2 * n + 1) / 24 - sum(t**3 - t for t in groups.values()) / 48
+    if var <= 0:
+        return 1.0
+    z = (w_plus - mean) / math.sqrt(var)
+    return min(1.0, math.erfc(abs(z) / math.sqrt(2)))
+
+
+# --- collecting cells ----------------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    """A finished cell: where it is, its coordinates in the sweep and its test metrics."""
+
+    name: str
+    dir: Path
+    label: str
+    kind: str  # base, weighter, static, single
+    task: str | None
+    weight: float | None
+    fold: Any
+    seed: Any
+    context: str
+    test: dict[str, dict[str, Any]]
+    tasks: list[str]
+    config: dict[str, Any]
+
+    @property
+    def pair_key(self) -> tuple[str, str]:
+        return (json.dumps(self.fold), json.dumps(self.seed))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _label_of(config: dict[str, Any]) -> tuple[str, str, str | None, float | None]:
+    """Label, kind, task and weight of a run not made by a sweep (no ``cell.json``)."""
+    w = config.get("weighter") or {}
+    name = str(w.get("name", "?"))
+    weights = w.get("weights")
+    if name == "static" and isinstance(weights, dict) and weights:
+        nonzero = [t for t, v in weights.items() if v]
+        if len(nonzero) == 1:
+            return f"single:{nonzero[0]}", "single", nonzero[0], None
+        first = next(iter(weights))
+        return f"static:{first}={weights[first]:g}", "static", first, float(weights[first])
+    return name, "weighter", None, None
+
+
+def _record(run_dir: Path, cell: dict[str, Any] | None) -> Record | None:
+    results = _read_json(run_dir / "results.json")
+    if not isinstance(results, dict):
+        return None
+    config = results.get("config") or {}
+    test = (results.get("metrics") or {}).get("test")
+    if not isinstance(test, dict):
+        return None
+    tasks = [t.get("id") or t.get("name") for t in config.get("tasks", [])] or list(test)
+    if cell is None:
+        label, kind, task, weight = _label_of(config)
+        fold = (config.get("data") or {}).get("fold")
+        seed = config.get("seed")
+        context = ""
+    else:
+        method = cell.get("method") or {}
+        label, kind = cell["label"], method.get("kind", "weighter")
+        task, weight = method.get("task"), method.get("weight")
+        fold, seed, context = cell.get("fold"), cell.get("seed"), cell.get("context", "")
+    return Record(
+        name=run_dir.name, dir=run_dir, label=label, kind=kind, task=task, weight=weight,
+        fold=fold, seed=seed, context=context, test=test, tasks=tasks, config=config,
+    )
+
+
+def collect(source: str | Path) -> tuple[list[Record], Path, list[str]]:
+    """The finished cells of a spec file, a sweep directory or a folder of run directories;
+    also the folder they are under and the names of cells without results."""
+    src = Path(source)
+    missing: list[str] = []
+    records: list[Record] = []
+    if src.is_file():
+        from mtlkit.sweep import load_sweep
+
+        sweep = load_sweep(src)
+        cells = [c.record() for c in sweep.cells]
+        root = sweep.output_dir
+    elif src.is_dir():
+        root = src
+        listed = _read_json(src / "sweep.json")
+        cells = listed.get("cells") if isinstance(listed, dict) else None
+    else:
+        raise ConfigError(f"report: {src} is neither a sweep spec nor a folder of runs")
+    if cells is not None:
+        for cell in cells:
+            run_dir = Path(cell["dir"])
+            if not run_dir.is_dir():
+                run_dir = root / cell["name"]
+            rec = _record(run_dir, cell)
+            if rec is None:
+                missing.append(cell["name"])
+            else:
+                records.append(rec)
+    else:
+        for results in sorted(src.rglob("results.json")):
+            run_dir = results.parent
+            cell = _read_json(run_dir / "cell.json")
+            rec = _record(run_dir, cell if isinstance(cell, dict) else None)
+            if rec is not None:
+                records.append(rec)
+    return records, root, missing
+
+
+def metric_directions(records: Sequence[Record]) -> dict[str, dict[str, bool]]:
+    """Per task id, the declared metrics and whether higher is better, from each task plugin's
+    ``metrics()`` (``loss``: lower). A task whose plugin does not load: a notice, and every
+    metric but ``loss`` counts as higher-is-better."""
+    from mtlkit.plugins import get_plugin_manager
+
+    host = get_plugin_manager()
+    out: dict[str, dict[str, bool]] = {}
+    for rec in records:
+        for spec in rec.config.get("tasks", []):
+            tid = spec.get("id") or spec.get("name")
+            if tid in out:
+                continue
+            options = {k: v for k, v in spec.items() if k not in ("name", "id", "target")}
+            try:
+                cls = host.tasks.resolve(spec["name"])
+                opts = cls.Options.model_validate(options)
+                declared = {m.name: m.higher_is_better for m in cls(tid, opts).metrics()}
+            except Exception as exc:  # a plugin missing here: still report, with a guess
+                notice(
+                    f"report: task {tid!r} ({spec.get('name')}): cannot load its plugin ({exc});"
+                    " taking every metric but loss as higher-is-better"
+                )
+                declared = {}
+            out[tid] = {**declared, "loss": False}
+    return out
+
+
+def _default_metrics(
+    records: Sequence[Record], directions: dict[str, dict[str, bool]]
+) -> list[str]:
+    seen: list[str] = []
+    tasks = list(dict.fromkeys(t for r in records for t in r.tasks))
+    for task in tasks:
+        declared = [m for m, _ in directions.get(task, {}).items() if m != "loss"]
+        present = {
+            m for r in records for m, v in r.test.get(task, {}).items() if _is_number(v)
+        }
+        names = [m for m in declared if m in present] or sorted(
+            m for m in present if m != "loss" and m != "count" and not m.startswith("num_")
+        )
+        seen += [f"{task}/{m}" for m in names]
+    return seen
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _value(rec: Record, metric: str) -> float | None:
+    task, _, name = metric.partition("/")
+    v = rec.test.get(task, {}).get(name)
+    return float(v) if _is_number(v) else None
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def _higher(directions: dict[str, dict[str, bool]], metric: str) -> bool:
+    task, _, name = metric.partition("/")
+    return directions.get(task, {}).get(name, name != "loss")
+
+
+def compare(
+    method: Sequence[Record], reference: Sequence[Record], metric: str, higher: bool
+) -> dict[str, Any]:
+    """Wins, ties and losses of ``method`` against ``reference`` on the same (fold, seed), and
+    the sign-test and Wilcoxon p-values of the paired differences (positive: ``method`` better)."""
+    ref = {r.pair_key: _value(r, metric) for r in reference}
+    diffs: list[float] = []
+    for r in method:
+        a, b = _value(r, metric), ref.get(r.pair_key)
+        if a is None or b is None:
+            continue
+        d = (a - b) if higher else (b - a)
+        diffs.append(0.0 if abs(d) <= TIES * max(1.0, abs(b)) else d)
+    wins = sum(d > 0 for d in diffs)
+    losses = sum(d < 0 for d in diffs)
+    return {
+        "pairs": len(diffs),
+        "wins": wins,
+        "ties": len(diffs) - wins - losses,
+        "losses": losses,
+        "mean_diff": math.fsum(diffs) / len(diffs) if diffs else None,
+        "sign_p": sign_test(wins, losses) if diffs else None,
+        "wilcoxon_p": wilcoxon(diffs) if diffs else None,
+    }
+
+
+def delta_m(
+    method: Sequence[Record],
+    singles: dict[str, Sequence[Record]],
+    metrics: Sequence[str],
+    higher: dict[str, bool],
+) -> dict[str, Any]:
+    """Delta_m% per (fold, seed) against the single-task cells of the same (fold, seed):
+    ``100/K sum_k (-1)^{l_k} (M_k - B_k) / B_k`` over the K metrics (``l_k = 1`` when lower is
+    better), then described over the pairs. None when a task has no single-task cells."""
+    tasks = {m.partition("/")[0] for m in metrics}
+    if not metrics or not tasks <= set(singles):
+        return {**describe([]), "values": []}
+    base = {t: {r.pair_key: r for r in singles[t]} for t in tasks}
+    values = []
+    for r in method:
+        terms = []
+        for m in metrics:
+            b_rec = base[m.partition("/")[0]].get(r.pair_key)
+            mv, bv = _value(r, m), (_value(b_rec, m) if b_rec else None)
+            if mv is None or bv is None or bv == 0:
+                break
+            sign = 1.0 if higher[m] else -1.0
+            terms.append(sign * (mv - bv) / bv)
+        else:
+            values.append(100.0 * math.fsum(terms) / len(terms))
+    return {**describe(values), "values": values}
+
+
+def _trajectory(rec: Record) -> dict[str, list[float]] | None:
+    """Per-epoch mean of each task's logged weight (``steps.jsonl`` or ``steps.csv``)."""
+    from mtlkit.runlog import read_steps
+
+    path = next((p for p in (rec.dir / "steps.jsonl", rec.dir / "steps.csv") if p.is_file()), None)
+    if path is None:
+        return None
+    try:
+        rows = read_steps(path)
+    except (OSError, ValueError):
+        return None
+    by_epoch: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if _is_number(row.get("epoch")):
+            by_epoch[int(row["epoch"])].append(row)
+    if not by_epoch:
+        return None
+    out: dict[str, list[float]] = {"epoch": sorted(by_epoch)}
+    for t in rec.tasks:
+        col = []
+        for e in out["epoch"]:
+            vals = [r[f"weight/{t}"] for r in by_epoch[e] if _is_number(r.get(f"weight/{t}"))]
+            col.append(math.fsum(vals) / len(vals) if vals else math.nan)
+        out[f"weight/{t}"] = col
+    return out
+
+
+def _mean_trajectory(records: Sequence[Record]) -> dict[str, list[float | None]] | None:
+    trajs = [t for t in (_trajectory(r) for r in records) if t]
+    if not trajs:
+        return None
+    epochs = sorted({e for t in trajs for e in t["epoch"]})
+    keys = [k for k in trajs[0] if k != "epoch"]
+    out: dict[str, list[float | None]] = {"epoch": list(epochs)}
+    for k in keys:
+        col: list[float | None] = []
+        for e in epochs:
+            vals = [
+                t[k][t["epoch"].index(e)] for t in trajs
+                if e in t["epoch"] and k in t and not math.isnan(t[k][t["epoch"].index(e)])
+            ]
+            col.append(math.fsum(vals) / len(vals) if vals else None)
+        out[k] = col
+    return out
+
+
+def build_report(
+    records: Sequence[Record],
+    metrics: Sequence[str] | None = None,
+    baseline: str | None = None,
+    directions: dict[str, dict[str, bool]] | None = None,
+    trajectories: bool = True,
+) -> dict[str, Any]:
+    """Everything ``report.json`` holds, per context (a value of the sweep's override axes)."""
+    if not records:
+        raise ConfigError("report: no finished cells (no results.json) to report on")
+    directions = directions if directions is not None else metric_directions(records)
+    chosen = list(metrics) if metrics else _default_metrics(records, directions)
+    known = sorted({f"{t}/{m}" for r in records for t, ms in r.test.items() for m in ms})
+    bad = [m for m in chosen if m not in known]
+    if bad or not chosen:
+        raise ConfigError(f"report: --metrics {bad or chosen}: not among the test metrics {known}")
+    higher = {m: _higher(directions, m) for m in chosen}
+    labels = list(dict.fromkeys(r.label for r in records))
+    if baseline is not None and baseline not in labels:
+        raise ConfigError(
+            f"report: --baseline {baseline!r} is not a method here; methods: {labels}"
+        )
+    contexts: list[dict[str, Any]] = []
+    for context in dict.fromkeys(r.context for r in records):
+        recs = [r for r in records if r.context == context]
+        by_label: dict[str, list[Record]] = defaultdict(list)
+        for r in recs:
+            by_label[r.label].append(r)
+        first = chosen[0]
+        methods = []
+        for label, rs in by_label.items():
+            methods.append({
+                "label": label,
+                "kind": rs[0].kind,
+                "task": rs[0].task,
+                "weight": rs[0].weight,
+                "cells": [r.name for r in rs],
+                "folds": sorted({json.dumps(r.fold) for r in rs}),
+                "stats": {
+                    m: describe([v for v in (_value(r, m) for r in rs) if v is not None])
+                    for m in chosen
+                },
+            })
+        scored = [
+            (m["stats"][first]["mean"], m["label"])
+            for m in methods
+            if m["kind"] == "static" and m["stats"][first]["mean"] is not None
+        ]
+        best_static = None
+        if scored:
+            pick = max if higher[first] else min
+            best_static = pick(scored, key=lambda x: x[0])[1]
+        comparisons = []
+        refs = []
+        if baseline is not None and baseline in by_label:
+            refs.append((baseline, "baseline"))
+        if best_static is not None and best_static != baseline:
+            refs.append((best_static, f"best static weight by {first}"))
+        for ref, why in refs:
+            for label in by_label:
+                if label == ref or (why != "baseline" and by_label[label][0].kind == "static"):
+                    continue
+                for m in chosen:
+                    comparisons.append({
+                        "reference": ref, "why": why, "method": label, "metric": m,
+                        **compare(by_label[label], by_label[ref], m, higher[m]),
+                    })
+        singles = {
+            rs[0].task: rs for rs in by_label.values() if rs[0].kind == "single" and rs[0].task
+        }
+        deltas = {label: delta_m(rs, singles, chosen, higher) for label, rs in by_label.items()}
+        traj = (
+            {label: _mean_trajectory(rs) for label, rs in by_label.items()} if trajectories else {}
+        )
+        contexts.append({
+            "context": context,
+            "methods": methods,
+            "best_static": best_static,
+            "comparisons": comparisons,
+            "delta_m": deltas if singles else {},
+            "trajectories": {k: v for k, v in traj.items() if v},
+        })
+    return {
+        "metrics": chosen,
+        "higher_is_better": higher,
+        "baseline": baseline,
+        "cells": len(records),
+        "contexts": contexts,
+    }
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def _f(v: float | None, digits: int = 4) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _p(v: float | None) -> str:
+    return "n/a" if v is None else (f"{v:.3g}" if v >= 0.001 else f"{v:.1e}")
+
+
+def _cell(stats: dict[str, Any], digits: int = 4) -> str:
+    if stats["n"] == 0:
+        return "n/a"
+    if stats["std"] is None:
+        return _f(stats["mean"], digits)
+    lo, hi = stats["ci95"]
+    return (
+        f"{_f(stats['mean'], digits)} ± {_f(stats['std'], digits)}"
+        f" [{_f(lo, digits)}, {_f(hi, digits)}]"
+    )
+
+
+def render_markdown(report: dict[str, Any], source: str, missing: Sequence[str] = ()) -> str:
+    metrics = report["metrics"]
+    arrows = {m: ("↑" if report["higher_is_better"][m] else "↓") for m in metrics}
+    md = [
+        f"# Sweep report: `{source}`",
+        "",
+        f"{report['cells']} finished cells, test split. Each entry: mean ± std"
+        " [95% t interval of the mean] over folds and seeds; ↑ higher is better, ↓ lower.",
+    ]
+    if missing:
+        md += ["", f"Not finished (left out): {len(missing)} cell(s): "
+               + ", ".join(f"`{m}`" for m in missing)]
+    for ctx in report["contexts"]:
+        if ctx["context"]:
+            md += ["", f"## {ctx['context']}"]
+        head = ["method", "n", *[f"{m} {arrows[m]}" for m in metrics]]
+        has_dm = bool(ctx["delta_m"])
+        if has_dm:
+            head.append("Δm% ↑")
+        md += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for m in ctx["methods"]:
+            n = max(s["n"] for s in m["stats"].values())
+            row = [f"`{m['label']}`", str(n), *[_cell(m["stats"][k]) for k in metrics]]
+            if has_dm:
+                row.append(_cell(ctx["delta_m"][m["label"]], 2))
+            md.append("| " + " | ".join(row) + " |")
+        if has_dm:
+            md += ["", "Δm%: the mean relative difference to the single-task cells of the same"
+                   " fold and seed over the metrics above, sign-flipped for lower-is-better ones."]
+        elif report["contexts"] and not ctx["delta_m"]:
+            md += ["", "Δm%: no single-task cells (`single_task: true` in the spec) to compare."]
+        refs = list(dict.fromkeys((c["reference"], c["why"]) for c in ctx["comparisons"]))
+        for ref, why in refs:
+            md += [
+                "", f"### Paired against `{ref}` ({why})", "",
+                "Same fold and seed; a win is better by more than 1e-12. Sign test: exact"
+                " binomial, ties left out; Wilcoxon signed-rank: exact up to 20 pairs.",
+                "",
+                "| method | metric | pairs | wins / ties / losses | mean difference |"
+                " sign-test p | Wilcoxon p |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for c in ctx["comparisons"]:
+                if c["reference"] != ref:
+                    continue
+                md.append(
+                    f"| `{c['method']}` | {c['metric']} | {c['pairs']} |"
+                    f" {c['wins']} / {c['ties']} / {c['losses']} | {_f(c['mean_diff'])} |"
+                    f" {_p(c['sign_p'])} | {_p(c['wilcoxon_p'])} |"
+                )
+    return "\n".join(md) + "\n"
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def write_plots(
+    report: dict[str, Any], records: Sequence[Record], out: Path
+) -> list[Path]:
+    """PNGs per context: metrics against the static weight (other methods as bands), the first
+    two tasks' first metrics against each other, and the mean task-weight trajectories."""
+    plt = _pyplot()
+    if plt is None:
+        notice(
+            "report: no plots: matplotlib is not installed (pip install 'mtlkit[plot]');"
+            " the tables and report.json are written"
+        )
+        return []
+    written: list[Path] = []
+    many = len(report["contexts"]) > 1
+    for i, ctx in enumerate(report["contexts"]):
+        suffix = f"_{i}" if many else ""
+        title = ctx["context"]
+        written += [p for p in (
+            _plot_static(plt, report, ctx, out / f"static_weight{suffix}.png", title),
+            _plot_tradeoff(plt, report, ctx, records, out / f"tradeoff{suffix}.png", title),
+            _plot_weights(plt, ctx, out / f"weights{suffix}.png", title),
+        ) if p is not None]
+    return written
+
+
+def _plot_static(plt: Any, report: dict[str, Any], ctx: dict[str, Any], path: Path,
+                 title: str) -> Path | None:
+    statics = sorted(
+        (m for m in ctx["methods"] if m["kind"] == "static"), key=lambda m: m["weight"]
+    )
+    if not statics:
+        return None
+    metrics = report["metrics"]
+    others = [m for m in ctx["methods"] if m["kind"] != "static"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    xs = [m["weight"] for m in statics]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric in zip(axes[0], metrics):
+        ys = [m["stats"][metric]["mean"] for m in statics]
+        es = [m["stats"][metric]["std"] or 0.0 for m in statics]
+        ax.errorbar(xs, [y if y is not None else math.nan for y in ys], yerr=es, marker="o",
+                    color="black", capsize=3, label="static")
+        for j, m in enumerate(others):
+            s = m["stats"][metric]
+            if s["mean"] is None:
+                continue
+            c = colors[j % len(colors)]
+            ax.axhline(s["mean"], color=c, label=m["label"])
+            sd = s["std"] or 0.0
+            ax.axhspan(s["mean"] - sd, s["mean"] + sd, color=c, alpha=0.15)
+        ax.set_xlabel(f"static weight of {statics[0]['task']}")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _plot_tradeoff(plt: Any, report: dict[str, Any], ctx: dict[str, Any],
+                   records: Sequence[Record], path: Path, title: str) -> Path | None:
+    by_task: dict[str, str] = {}
+    for m in report["metrics"]:
+        by_task.setdefault(m.partition("/")[0], m)
+    if len(by_task) < 2:
+        return None
+    mx, my = list(by_task.values())[:2]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for m in ctx["methods"]:
+        recs = [r for r in records if r.context == ctx["context"] and r.label == m["label"]]
+        pts = [(_value(r, mx), _value(r, my)) for r in recs]
+        pts = [(x, y) for x, y in pts if x is not None and y is not None]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=m["label"], s=18)
+    ax.set_xlabel(mx)
+    ax.set_ylabel(my)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title or "one point per fold and seed", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _plot_weights(plt: Any, ctx: dict[str, Any], path: Path, title: str) -> Path | None:
+    fixed = {m["label"] for m in ctx["methods"] if m["kind"] in ("static", "single")}
+    traj = {k: v for k, v in ctx["trajectories"].items() if k not in fixed}
+    traj = traj or ctx["trajectories"]  # constant weights only when nothing else moves
+    if not traj:
+        return None
+    fig, axes = plt.subplots(1, len(traj), figsize=(3.6 * len(traj), 3.0), squeeze=False,
+                             sharey=True)
+    for ax, (label, t) in zip(axes[0], traj.items()):
+        for key, col in t.items():
+            if key != "epoch":
+                ax.plot(t["epoch"], [math.nan if v is None else v for v in col],
+                        label=key.partition("/")[2])
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("task weight (epoch mean, over folds)")
+    axes[0][-1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_report(
+    source: str | Path,
+    *,
+    baseline: str | None = None,
+    metrics: Iterable[str] | None = None,
+    out: str | Path | None = None,
+) -> tuple[dict[str, Any], str, list[Path]]:
+    """Collect, compute and write ``report.md``, ``report.json`` and the PNGs under ``out``
+    (default: ``<sweep folder>/report``); returns the report, its Markdown and the files."""
+    records, root, missing = collect(source)
+    report = build_report(records, list(metrics) if metrics else None, baseline)
+    report["source"] = str(source)
+    report["missing"] = list(missing)
+    out_dir = Path(out) if out is not None else root / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = render_markdown(report, str(source), missing)
+    files = write_plots(report, records, out_dir)
+    report["plots"] = [str(p) for p in files]
+    (out_dir / "report.md").write_text(md, encoding="utf-8")
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report, md, [out_dir / "report.md", out_dir / "report.json", *files]

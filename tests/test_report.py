@@ -1,0 +1,219 @@
+"""``mtlkit report`` on hand-written results: every number checked against a hand computation."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mtlkit.cli import main
+from mtlkit.report import build_report, collect, sign_test, t_quantile_975, wilcoxon
+
+TASKS = [{"name": "classification", "id": "a"}, {"name": "classification", "id": "b"}]
+
+
+def _cell(
+    root: Path,
+    label: str,
+    fold: int,
+    test: dict[str, dict[str, float]],
+    kind: str = "weighter",
+    task: str | None = None,
+    weight: float | None = None,
+    weights: list[tuple[float, float]] | None = None,
+) -> None:
+    """A finished cell as a sweep leaves it: cell.json, results.json, steps.jsonl."""
+    run = root / f"{label.replace(':', '-')}_fold{fold}-0123456789"
+    run.mkdir(parents=True)
+    method: dict[str, Any] = {"kind": kind}
+    if task is not None:
+        method["task"] = task
+    if weight is not None:
+        method["weight"] = weight
+    cell = {"name": run.name, "label": label, "method": method, "fold": fold, "seed": 0,
+            "axes": {}, "context": ""}
+    (run / "cell.json").write_text(json.dumps(cell))
+    config = {"seed": 0, "tasks": TASKS, "weighter": {"name": "x"}, "data": {"name": "synthetic"}}
+    results = {"metrics": {"test": test}, "config": config}
+    (run / "results.json").write_text(json.dumps(results))
+    if weights:
+        rows = [
+            {"step": i, "epoch": i // 2, "weight/a": wa, "weight/b": wb}
+            for i, (wa, wb) in enumerate(weights)
+        ]
+        (run / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# a/accuracy per fold (6 folds): the baseline, and the other method = baseline + DIFFS
+EQUAL_A = [0.70, 0.72, 0.74, 0.70, 0.71, 0.73]
+DIFFS = [0.10, 0.20, -0.05, 0.30, 0.0, 0.15]
+EQUAL_B = [0.8, 0.9, 0.7, 0.8, 0.9, 0.7]
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    for f in range(6):
+        _cell(root, "equal", f, {"a": {"accuracy": EQUAL_A[f], "loss": 1.0},
+                                 "b": {"accuracy": EQUAL_B[f], "loss": 0.5}},
+              weights=[(1.0, 1.0)] * 4)
+        _cell(root, "dyn", f, {"a": {"accuracy": EQUAL_A[f] + DIFFS[f], "loss": 0.9},
+                               "b": {"accuracy": EQUAL_B[f], "loss": 0.5}},
+              weights=[(0.2 + 0.1 * f, 1.8 - 0.1 * f), (0.4, 1.6), (0.6, 1.4), (1.0, 1.0)])
+        for w, acc in ((0.3, 0.75), (0.7, 0.85)):
+            _cell(root, f"static:a={w}", f, {"a": {"accuracy": acc - 0.01 * f, "loss": 1.0},
+                                             "b": {"accuracy": 0.8, "loss": 0.5}},
+                  kind="static", task="a", weight=w)
+    return root
+
+
+def test_t_quantiles_are_the_textbook_values() -> None:
+    assert t_quantile_975(1) == pytest.approx(12.706, abs=1e-3)
+    assert t_quantile_975(5) == pytest.approx(2.571, abs=1e-3)
+    assert t_quantile_975(30) == pytest.approx(2.042, abs=1e-3)
+    assert t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
+    assert t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
+    assert t_quantile_975(10**6) == pytest.approx(1.95996, abs=1e-4)
+
+
+def test_sign_and_wilcoxon_against_enumeration_by_hand() -> None:
+    # sign test: 4 wins, 1 loss -> 2 * (C(5,0) + C(5,1)) / 2^5
+    assert sign_test(4, 1) == pytest.approx(2 * (1 + 5) / 32)
+    assert sign_test(0, 0) == 1.0 and sign_test(3, 3) == 1.0
+    # Wilcoxon, ranks 1..5, W+ = 14: sums >= 14 are {all} and {all but rank 1}: p = 2 * 2/32
+    assert wilcoxon(DIFFS) == pytest.approx(0.125)
+    # tied magnitudes get average ranks 1.5, 1.5, 3, 4; W+ = 7; enumerate the 16 sign patterns
+    diffs = [1.0, 1.0, -2.0, 3.0]
+    ranks = [1.5, 1.5, 3.0, 4.0]
+    sums = [sum(r for r, s in zip(ranks, signs) if s) for signs in
+            itertools.product([0, 1], repeat=4)]
+    upper = sum(s >= 7 for s in sums)
+    lower = sum(s <= 7 for s in sums)
+    assert (upper, lower) == (5, 13)
+    assert wilcoxon(diffs) == pytest.approx(2 * 5 / 16)
+    # beyond 20 pairs: the normal approximation, z = (W+ - n(n+1)/4) / sqrt(n(n+1)(2n+1)/24)
+    d = [float(i) if i % 3 else -float(i) for i in range(1, 26)]
+    w_plus = sum(i for i in range(1, 26) if i % 3)
+    z = (w_plus - 25 * 26 / 4) / math.sqrt(25 * 26 * 51 / 24)
+    assert wilcoxon(d) == pytest.approx(math.erfc(abs(z) / math.sqrt(2)))
+
+
+def test_report_numbers_against_hand_computation(runs: Path, host) -> None:
+    records, root, missing = collect(runs)
+    assert len(records) == 24 and root == runs and missing == []
+    report = build_report(records, baseline="equal")
+    # the tasks' declared metrics (accuracy, macro_f1) that the results hold
+    assert report["metrics"] == ["a/accuracy", "b/accuracy"]
+    ctx = report["contexts"][0]
+    stats = {m["label"]: m["stats"] for m in ctx["methods"]}
+
+    # b/accuracy of equal: 0.8, 0.9, 0.7 twice: mean 0.8, std sqrt(0.04 / 5), t(5) = 2.5706
+    s = stats["equal"]["b/accuracy"]
+    std = math.sqrt(4 * 0.01 / 5)
+    half = 2.570581836 * std / math.sqrt(6)
+    assert s["n"] == 6 and s["mean"] == pytest.approx(0.8) and s["std"] == pytest.approx(std)
+    assert s["ci95"] == pytest.approx([0.8 - half, 0.8 + half])
+    dyn = [e + d for e, d in zip(EQUAL_A, DIFFS)]
+    assert stats["dyn"]["a/accuracy"]["mean"] == pytest.approx(sum(dyn) / 6)
+
+    # best static weight by the first metric's mean: static:a=0.7 (0.85 - 0.01 f)
+    assert ctx["best_static"] == "static:a=0.7"
+    rows = {(c["reference"], c["method"], c["metric"]): c for c in ctx["comparisons"]}
+    c = rows[("equal", "dyn", "a/accuracy")]
+    assert (c["pairs"], c["wins"], c["ties"], c["losses"]) == (6, 4, 1, 1)
+    assert c["sign_p"] == pytest.approx(0.375)  # 2 * (1 + 5) / 32
+    assert c["wilcoxon_p"] == pytest.approx(0.125)
+    assert c["mean_diff"] == pytest.approx(sum(DIFFS) / 6)
+    c = rows[("equal", "dyn", "b/accuracy")]
+    assert (c["wins"], c["ties"], c["losses"], c["sign_p"], c["wilcoxon_p"]) == (0, 6, 0, 1, 1)
+    # against the best static: dyn - (0.85 - 0.01 f) = 0.70+0.10-0.85 = -0.05, ... per fold
+    c = rows[("static:a=0.7", "dyn", "a/accuracy")]
+    vs = [d - (0.85 - 0.01 * f) for f, d in enumerate(dyn)]
+    assert (c["wins"], c["losses"]) == (sum(v > 0 for v in vs), sum(v < 0 for v in vs))
+    assert ("static:a=0.7", "static:a=0.3", "a/accuracy") not in rows  # grid points: the plot
+
+    # weight trajectories: epoch means per cell, then the mean over the 6 folds
+    traj = ctx["trajectories"]["dyn"]
+    assert traj["epoch"] == [0, 1]
+    first = [((0.2 + 0.1 * f) + 0.4) / 2 for f in range(6)]
+    assert traj["weight/a"] == pytest.approx([sum(first) / 6, 0.8])
+    assert ctx["delta_m"] == {}  # no single-task cells
+
+
+def test_delta_m_on_two_tasks_with_a_lower_is_better_metric(tmp_path: Path, host) -> None:
+    root = tmp_path / "runs"
+    # fold 0: single a acc 0.8, single b loss 0.5; mtl acc 0.84, loss 0.45
+    # fold 1: single a acc 0.9, single b loss 0.4; mtl acc 0.81, loss 0.5
+    for f, (sa, sb, ma, mb) in enumerate([(0.8, 0.5, 0.84, 0.45), (0.9, 0.4, 0.81, 0.5)]):
+        _cell(root, "single:a", f, {"a": {"accuracy": sa, "loss": 1.0},
+                                    "b": {"accuracy": 0.1, "loss": 9.0}}, kind="single", task="a")
+        _cell(root, "single:b", f, {"a": {"accuracy": 0.1, "loss": 9.0},
+                                    "b": {"accuracy": 0.5, "loss": sb}}, kind="single", task="b")
+        _cell(root, "mtl", f, {"a": {"accuracy": ma, "loss": 1.0},
+                               "b": {"accuracy": 0.5, "loss": mb}})
+    report = build_report(collect(root)[0], metrics=["a/accuracy", "b/loss"])
+    assert report["higher_is_better"] == {"a/accuracy": True, "b/loss": False}
+    dm = report["contexts"][0]["delta_m"]["mtl"]
+    # 100/2 * [(0.84-0.8)/0.8 - (0.45-0.5)/0.5] = 7.5;  100/2 * [(0.81-0.9)/0.9 - (0.5-0.4)/0.4]
+    assert dm["values"] == pytest.approx([7.5, 50 * (-0.1 - 0.25)])
+    assert dm["mean"] == pytest.approx(-5.0)
+    assert dm["std"] == pytest.approx(math.sqrt(2 * 12.5**2))
+    assert report["contexts"][0]["delta_m"]["single:a"]["values"] == pytest.approx(
+        [50 * (0 - (9.0 - 0.5) / 0.5), 50 * (0 - (9.0 - 0.4) / 0.4)]
+    )
+
+
+def test_report_command_writes_markdown_json_and_plots(
+    runs: Path, host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = runs.parent / "rep"
+    assert main(["report", str(runs), "--baseline", "equal", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| `dyn` | a/accuracy | 6 | 4 / 1 / 1 |" in text
+    assert "0.8000 ± 0.0894 [0.7061, 0.8939]" in text  # equal, b/accuracy
+    assert json.loads((out / "report.json").read_text())["baseline"] == "equal"
+    assert (out / "report.md").read_text() in text
+    assert {p.name for p in out.glob("*.png")} == {"static_weight.png", "tradeoff.png",
+                                                  "weights.png"}
+
+
+def test_report_without_matplotlib_says_so_and_writes_no_png(
+    runs: Path, host, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = runs.parent / "rep"
+    assert main(["report", str(runs), "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["plots"] == []
+    assert "matplotlib is not installed" in captured.err
+    assert not list(out.glob("*.png")) and (out / "report.md").is_file()
+
+
+@pytest.mark.bad_input("report arguments")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--baseline", "nope"], "--baseline 'nope' is not a method here"),
+        (["--metrics", "a/acc"], "not among the test metrics"),
+        (["--metrics", "c/accuracy"], "not among the test metrics"),
+    ],
+)
+def test_bad_report_arguments_are_named_errors(
+    runs: Path, host, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert main(["report", str(runs), "--out", str(runs.parent / "rep"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mtlkit: error: report: ") and message in err
+
+
+@pytest.mark.bad_input("report arguments")
+def test_report_on_an_empty_folder_is_an_error(
+    tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no finished cells" in capsys.readouterr().err
