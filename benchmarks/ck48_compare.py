@@ -103,6 +103,7 @@ def rerender(name: str) -> None:
     meta = {k: data[k] for k in ("command", "machine", "date")}
     rows, args = data["rows"], data["args"]
     write_results(name, {"rows": rows, "args": args}, render(rows, args), meta)
+    plot_weights(name, rows)
 
 
 def parse_weighter(spec: str) -> tuple[str, dict[str, Any]]:
@@ -170,7 +171,7 @@ def plot_weights(name: str, rows: list[dict[str, Any]]) -> Path | None:
                     label=f"fold {r['fold']}")
         ax.set_title(label)
         ax.set_xlabel("epoch")
-        ax.set_ylim(0, 1)
+        ax.set_ylim(-0.03, 1.05)  # equal weights sit at 1
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("identity weight (epoch mean)")
     axes[0][-1].legend(fontsize=7)
