@@ -64,6 +64,16 @@ SECTIONS = [
         "The same comparison where fixed per-step costs weigh most (about 8 ms per step).",
     ),
     (
+        "diagnostics_cost_resnet18",
+        "Cost of the task-conflict diagnostics",
+        "`trainer.diagnostics: N` logs, every N steps, the cosine between the tasks' gradients"
+        " w.r.t. the shared representation and their norm ratio (`diag/*` in `steps.jsonl`;"
+        " `mtlkit report` plots the cosine next to the weights). They need T head-only backwards"
+        " (each loss to the features, not through the trunk). Script:"
+        " `benchmarks/diagnostics_cost.py`. Reading: off, every 10 steps and every step are all"
+        " within the A/A control's spread on resnet18.",
+    ),
+    (
         "ck48_compare",
         "CK+48: equal vs the paper's dynamic weighting (the authors' center loss)",
         "Since 0.2 `face_identity` computes the paper authors' center loss: on the L2-normalised"

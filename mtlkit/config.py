@@ -104,6 +104,12 @@ class TrainerConfig(_Strict):
     select_metric: str | None = Field(None, description="'task/metric' on the val split")
     on_nonfinite: Literal["error", "skip"] = "error"
     plot: bool = True
+    diagnostics: int = Field(
+        0,
+        ge=0,
+        description="every N steps, log the cosine between the tasks' gradients w.r.t. the shared"
+        " representation and their norm ratio (diag/* in steps.jsonl); 0: off",
+    )
 
     @field_validator("progress", mode="before")
     @classmethod

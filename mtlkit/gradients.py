@@ -17,14 +17,35 @@ from mtlkit.model import MultiTaskModel
 from mtlkit.task import Task
 from mtlkit.weighter import Update, Weighter, WeighterInput
 
+DIAGNOSTICS = ("diag/cos_mean", "diag/cos_min", "diag/norm_ratio")
+"""The task-conflict diagnostics: mean and least pairwise cosine between the tasks' gradients
+w.r.t. the shared representation, and the smallest over the largest of their norms."""
+
+
+def conflict_diagnostics(grads: Tensor) -> Tensor:
+    """``[3]``: :data:`DIAGNOSTICS` from per-task gradients ``[T, ...]`` (on the device)."""
+    flat = grads.reshape(grads.shape[0], -1).float()
+    norms = flat.norm(dim=1)
+    unit = flat / norms.clamp_min(torch.finfo(flat.dtype).tiny)[:, None]
+    t = flat.shape[0]
+    if t < 2:
+        nan = torch.full((), float("nan"), device=flat.device)
+        return torch.stack([nan, nan, norms.new_ones(())])
+    cos = unit @ unit.T
+    pairs = cos[torch.triu_indices(t, t, offset=1, device=flat.device).unbind()]
+    ratio = norms.min() / norms.max().clamp_min(torch.finfo(flat.dtype).tiny)
+    return torch.stack([pairs.mean(), pairs.min(), ratio])
+
 
 @dataclass
 class StepResult:
-    """Detached per-task losses and weights of one step (logged without a host sync)."""
+    """Detached per-task losses and weights of one step (logged without a host sync);
+    ``diagnostics`` holds :data:`DIAGNOSTICS` on the steps they were computed."""
 
     losses: Tensor
     weights: Tensor
     input: WeighterInput
+    diagnostics: Tensor | None = None
 
 
 class GradientEngine:
@@ -57,6 +78,7 @@ class GradientEngine:
         autocast: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
         scaler: torch.amp.GradScaler | None = None,
         check_finite: bool = True,
+        diagnostics_every: int = 0,
     ) -> None:
         self.model = model
         self.forward_module = forward_module or model
@@ -67,6 +89,8 @@ class GradientEngine:
         self.autocast = autocast or contextlib.nullcontext
         self.scaler = scaler
         self.check_finite = check_finite
+        self.diagnostics_every = diagnostics_every
+        self._diagnose = False
         self.shared = model.shared_parameters()
         self.shared_numel = sum(p.numel() for p in self.shared)
         self.last = (
@@ -186,6 +210,9 @@ class GradientEngine:
     ) -> StepResult:
         """Forward, combine and backward one batch; ``.grad`` is filled, nothing is stepped."""
         mode = self.needs.grads
+        self._diagnose = bool(
+            self.diagnostics_every and step is not None and step % self.diagnostics_every == 0
+        )
         if mode == "representation":
             result, outputs = self._representation(batch, step, epoch)
         elif mode == "parameters":
@@ -217,6 +244,19 @@ class GradientEngine:
             )
         return hw
 
+    def _diagnostics(self, per_task: Sequence[Tensor], features: Tensor) -> Tensor | None:
+        """Task-conflict diagnostics on this step when asked for: head-only backwards (each
+        loss to the features), the trunk's graph kept for the real backward."""
+        if not self._diagnose:
+            return None
+        grads = [
+            torch.autograd.grad(self._scaled(loss), features, retain_graph=True,
+                                allow_unused=True)[0]
+            for loss in per_task
+        ]
+        stacked = torch.stack([g if g is not None else torch.zeros_like(features) for g in grads])
+        return conflict_diagnostics(self._unscale_(stacked.float()))
+
     def _combine(self, inp: WeighterInput, want: str) -> Update:
         update = self.weighter.combine(inp)
         if getattr(update, want) is None:
@@ -234,6 +274,7 @@ class GradientEngine:
             per_task = self.task_losses(outputs, batch)
         losses = D.global_value(torch.stack(per_task))
         self._guard(losses, step)
+        diagnostics = self._diagnostics(per_task, features)
         grads = None
         if last_layer:
             grads = self._grad_buffer(len(self.tasks), sum(p.numel() for p in self.last), losses)
@@ -247,7 +288,8 @@ class GradientEngine:
         update = self._combine(inp, "loss")
         assert update.loss is not None
         self._scaled(update.loss).backward()
-        result = StepResult(losses=losses.detach(), weights=update.weights.detach(), input=inp)
+        result = StepResult(losses=losses.detach(), weights=update.weights.detach(), input=inp,
+                            diagnostics=diagnostics)
         return result, outputs
 
     def _representation(
@@ -271,6 +313,8 @@ class GradientEngine:
                 grads[i].copy_(g[0])
             head_grads.append(g[1:])
         self._unscale_(grads)
+        # the weighter may overwrite its scratch gradients: read the diagnostics first
+        diagnostics = conflict_diagnostics(grads) if self._diagnose else None
         world = D.env_info().world_size if D.active() else 1
         z_all = z.detach()
         if world > 1:
@@ -296,7 +340,9 @@ class GradientEngine:
         features.backward(combined.to(features.dtype))
         if update.loss is not None:
             update.loss.backward()
-        return StepResult(losses=losses, weights=update.weights.detach(), input=inp), outputs
+        result = StepResult(losses=losses, weights=update.weights.detach(), input=inp,
+                            diagnostics=diagnostics)
+        return result, outputs
 
     def _parameters(
         self, batch: Batch, step: int | None, epoch: int | None
@@ -306,6 +352,7 @@ class GradientEngine:
             per_task = self.task_losses(outputs, batch)
         losses = D.all_mean(torch.stack(per_task))
         self._guard(losses, step)
+        diagnostics = self._diagnostics(per_task, features)
         num_tasks = len(self.tasks)
         grads = self._grad_buffer(num_tasks, self.shared_numel, losses)
         prior = self._set_aside([*self.shared, *(p for ps in self.head_params for p in ps)])
@@ -339,7 +386,9 @@ class GradientEngine:
             update.loss.backward()
         for param, g in prior:
             param.grad = g if param.grad is None else param.grad.add_(g)
-        return StepResult(losses=losses, weights=update.weights.detach(), input=inp), outputs
+        result = StepResult(losses=losses, weights=update.weights.detach(), input=inp,
+                            diagnostics=diagnostics)
+        return result, outputs
 
     @staticmethod
     def _set_aside(params: Sequence[nn.Parameter]) -> list[tuple[nn.Parameter, Tensor]]:

@@ -368,12 +368,16 @@ def _trajectory(rec: Record) -> dict[str, list[float]] | None:
     if not by_epoch:
         return None
     out: dict[str, list[float]] = {"epoch": sorted(by_epoch)}
-    for t in rec.tasks:
+    # task weights, and the task-conflict diagnostic where the run logged it (trainer.diagnostics)
+    keys = [f"weight/{t}" for t in rec.tasks]
+    if any(_is_number(r.get("diag/cos_mean")) for r in rows):
+        keys.append("diag/cos_mean")
+    for key in keys:
         col = []
         for e in out["epoch"]:
-            vals = [r[f"weight/{t}"] for r in by_epoch[e] if _is_number(r.get(f"weight/{t}"))]
+            vals = [r[key] for r in by_epoch[e] if _is_number(r.get(key))]
             col.append(math.fsum(vals) / len(vals) if vals else math.nan)
-        out[f"weight/{t}"] = col
+        out[key] = col
     return out
 
 
@@ -675,13 +679,16 @@ def _plot_weights(plt: Any, ctx: dict[str, Any], path: Path, title: str) -> Path
                              sharey=True)
     for ax, (label, t) in zip(axes[0], traj.items()):
         for key, col in t.items():
-            if key != "epoch":
-                ax.plot(t["epoch"], [math.nan if v is None else v for v in col],
-                        label=key.partition("/")[2])
+            if key == "epoch":
+                continue
+            diag = key.startswith("diag/")
+            ax.plot(t["epoch"], [math.nan if v is None else v for v in col],
+                    linestyle="--" if diag else "-",
+                    label="gradient cosine" if diag else key.partition("/")[2])
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("task weight (epoch mean, over folds)")
+    axes[0][0].set_ylabel("task weight; dashed: gradient cosine (epoch means)")
     axes[0][-1].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)

@@ -42,6 +42,7 @@ HARMLESS = (
     "trainer.checkpoint_every",
     "trainer.checkpoint_epochs",
     "trainer.device",
+    "trainer.diagnostics",
 )
 """Paths (exact, or a prefix ending in '.') that never change what a run computes."""
 

@@ -26,6 +26,7 @@ class RunLog:
         fmt: str = "jsonl",
         flush_every: int = 1,
         enabled: bool = True,
+        extra_columns: tuple[str, ...] = (),
     ) -> None:
         self.enabled = enabled
         self.directory = directory
@@ -37,6 +38,8 @@ class RunLog:
         self._pending: list[tuple[int, int, float, Tensor]] = []
         self.columns = ["step", "epoch", "lr"]
         self.columns += [f"loss/{t}" for t in task_names] + [f"weight/{t}" for t in task_names]
+        self.extra = list(extra_columns)
+        self.columns += self.extra
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop rows of steps the checkpoint does not include."""
@@ -55,10 +58,20 @@ class RunLog:
             keep = [ln for ln in lines if ln and json.loads(ln).get("step", 0) <= step]
             self.epochs_path.write_text("".join(ln + "\n" for ln in keep))
 
-    def log_step(self, step: int, epoch: int, lr: float, losses: Tensor, weights: Tensor) -> None:
+    def log_step(
+        self, step: int, epoch: int, lr: float, losses: Tensor, weights: Tensor,
+        extra: Tensor | None = None,
+    ) -> None:
+        """One row; ``extra`` fills ``extra_columns`` (left empty on steps without it)."""
         if not self.enabled:
             return
-        self._pending.append((step, epoch, lr, torch.cat([losses.float(), weights.float()])))
+        parts = [losses.float(), weights.float()]
+        if self.extra:
+            parts.append(
+                extra.float().to(losses.device) if extra is not None
+                else torch.full((len(self.extra),), float("nan"), device=losses.device)
+            )
+        self._pending.append((step, epoch, lr, torch.cat(parts)))
         if len(self._pending) >= self.flush_every:
             self.flush()
 

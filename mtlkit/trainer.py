@@ -34,7 +34,7 @@ from mtlkit.config import RunConfig, config_to_dict, resolve_run, resolved_confi
 from mtlkit.data import Batch, DataSplits, TensorDataset, batch_generator, epoch_order
 from mtlkit.errors import CheckpointError, ConfigError, MtlkitError, NonFiniteLossError
 from mtlkit.evaluation import evaluate_split, move_batch
-from mtlkit.gradients import GradientEngine, StepResult
+from mtlkit.gradients import DIAGNOSTICS, GradientEngine, StepResult
 from mtlkit.model import MultiTaskModel
 from mtlkit.notices import format_metric
 from mtlkit.notices import notice as _notice
@@ -146,6 +146,7 @@ class Trainer:
             forward_module=self.ddp,
             autocast=self._autocast,
             scaler=self.scaler,
+            diagnostics_every=tc.diagnostics,
         )
         self.optimizer = self._optimizer()
         in_optimizer = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
@@ -162,7 +163,8 @@ class Trainer:
         ]
         self.state = TrainState()
         self.log = RunLog(
-            self.run_dir, self.task_ids, tc.log_format, tc.log_every, enabled=self.is_main
+            self.run_dir, self.task_ids, tc.log_format, tc.log_every, enabled=self.is_main,
+            extra_columns=DIAGNOSTICS if tc.diagnostics else (),
         )
         self._check_select_metric()
         if tc.batch_size > per_rank and self.is_main:
@@ -509,7 +511,8 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         result = self.train_step(batch)
         if result is not None:
-            self.log.log_step(s.step, s.epoch, lr, result.losses, result.weights)
+            self.log.log_step(s.step, s.epoch, lr, result.losses, result.weights,
+                              result.diagnostics)
             row = torch.cat([result.losses.detach().float(), result.weights.detach().float()])
             self._epoch_sum = row if self._epoch_sum is None else self._epoch_sum + row
             self._epoch_steps += 1

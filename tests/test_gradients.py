@@ -164,3 +164,41 @@ def test_head_weights_scale_each_head_by_its_own_loss_gradient(
     engine.backward(batch, 0, 0)
     for a, b in zip(expected, [p.grad for p in heads]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_conflict_diagnostics_formulas() -> None:
+    from mtlkit.gradients import conflict_diagnostics
+
+    orthogonal = conflict_diagnostics(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    torch.testing.assert_close(orthogonal, torch.tensor([0.0, 0.0, 1.0]))
+    opposed = conflict_diagnostics(torch.tensor([[1.0, 0.0], [-2.0, 0.0]]))
+    torch.testing.assert_close(opposed, torch.tensor([-1.0, -1.0, 0.5]))
+    three = conflict_diagnostics(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 3.0]]))
+    torch.testing.assert_close(three, torch.tensor([1.0 / 3.0, 0.0, 1.0 / 3.0]))
+
+
+@pytest.mark.parametrize("name", ["equal", "rec-rep", "rec-param"])
+def test_diagnostics_are_logged_every_n_steps_and_change_nothing(
+    tmp_path: Path, host: PluginHost, name: str
+) -> None:
+    import json
+
+    host.pm.register(TestPlugin(), name="test-plugin")
+    params = {}
+    for every in (0, 3):
+        cfg = tiny_config(tmp_path / str(every), weighter={"name": name},
+                          trainer__diagnostics=every, trainer__epochs=1)
+        trainer = Trainer(load_config(data=cfg), host)
+        trainer.fit()
+        params[every] = [p.detach().clone() for p in trainer.model.parameters()]
+        rows = [json.loads(x) for x in (trainer.run_dir / "steps.jsonl").read_text().splitlines()]
+        for row in rows:
+            if every == 0:
+                assert not any(k.startswith("diag/") for k in row)
+            elif row["step"] % every == 0:
+                assert -1.0 <= row["diag/cos_min"] <= row["diag/cos_mean"] <= 1.0
+                assert 0.0 < row["diag/norm_ratio"] <= 1.0
+            else:
+                assert row["diag/cos_mean"] is None
+    for a, b in zip(params[0], params[3]):
+        assert torch.equal(a, b)  # the head-only backwards leave training untouched

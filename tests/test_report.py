@@ -217,3 +217,22 @@ def test_report_on_an_empty_folder_is_an_error(
 ) -> None:
     assert main(["report", str(tmp_path)]) == 2
     assert "no finished cells" in capsys.readouterr().err
+
+
+def test_trajectories_carry_the_gradient_cosine_when_logged(tmp_path: Path) -> None:
+    """Runs with ``trainer.diagnostics`` log ``diag/cos_mean`` on some steps: the report averages
+    the logged ones per epoch next to the weights; runs without it have no such column."""
+    from mtlkit.report import _trajectory
+
+    root = tmp_path / "runs"
+    _cell(root, "dyn", 0, {"a": {"accuracy": 0.5}, "b": {"accuracy": 0.5}},
+          weights=[(1.0, 1.0)] * 4)
+    run = next(root.iterdir())
+    rows = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
+    for r, cos in zip(rows, (0.5, None, -0.1, None)):
+        r["diag/cos_mean"] = cos
+    (run / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records, _, _ = collect(root)
+    traj = _trajectory(records[0])
+    assert traj is not None and traj["diag/cos_mean"] == [0.5, -0.1]
+    assert traj["weight/a"] == [1.0, 1.0]
