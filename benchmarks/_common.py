@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -25,6 +26,15 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def timing_arguments(p: argparse.ArgumentParser) -> None:
+    """The model, batch and round options every timing script shares (resnet18, 48 px, 64)."""
+    p.add_argument("--backbone", default="resnet18", help="timm model name, or 'mlp'")
+    p.add_argument("--image-size", type=int, default=48)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=10, help="steps per side per round")
+    p.add_argument("--rounds", type=int, default=7)
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -11,17 +11,13 @@ import argparse
 import tempfile
 
 import torch
-from _common import summary, write_results
+from _common import summary, timing_arguments, write_results
 from trainer_overhead import build_trainer, make_batches, trainer_loop
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--backbone", default="resnet18", help="timm model name, or 'mlp'")
-    p.add_argument("--image-size", type=int, default=48)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=10, help="steps per side per round")
-    p.add_argument("--rounds", type=int, default=7)
+    timing_arguments(p)
     args = p.parse_args()
     batches = make_batches(args.steps, args.batch, args.image_size)
     sides = {"off": 0, "off (A/A)": 0, "every 10": 10, "every step": 1}

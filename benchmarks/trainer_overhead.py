@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _common import summary, write_results
+from _common import summary, timing_arguments, write_results
 
 from mtlkit.config import load_config
 from mtlkit.data import Batch
@@ -178,11 +178,7 @@ def report_ops(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--backbone", default="resnet18", help="timm model name, or 'mlp'")
-    p.add_argument("--image-size", type=int, default=48)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=10, help="steps per side per round")
-    p.add_argument("--rounds", type=int, default=7)
+    timing_arguments(p)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument(
         "--profile",
