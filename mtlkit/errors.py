@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+EXIT_INTERRUPTED = 75
+"""Exit status of a run stopped cleanly on a signal (``EX_TEMPFAIL``: try again, e.g. requeue).
+Here, beside the errors, so torch-free modules (the CLI, sweeps) can use it."""
+
 
 class MtlkitError(Exception):
     """Base of every error mtlkit raises on purpose (the CLI prints these without a traceback)."""

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from mtlkit import distributed as D
-from mtlkit.errors import MtlkitError
+from mtlkit.errors import EXIT_INTERRUPTED, MtlkitError
 
 REPEAT_GRACE_S = 2.0
 """A repeated signal within this many seconds of the first is taken as the same request."""
@@ -29,8 +29,6 @@ REPEAT_GRACE_S = 2.0
 INTERRUPT_FILE_ENV = "MTLKIT_INTERRUPT_FILE"
 """Set by ``mtlkit train --nproc``: rank 0 writes its stop message there for the launcher."""
 
-EXIT_INTERRUPTED = 75
-"""Exit status after a clean stop on a signal (``EX_TEMPFAIL``: try again, e.g. requeue)."""
 
 SIGNALS = tuple(
     s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGUSR1")) if s is not None

@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mtlkit.config import RunConfig, config_to_dict, load_config, read_config_file
-from mtlkit.errors import ConfigError, MtlkitError
+from mtlkit.errors import EXIT_INTERRUPTED, ConfigError, MtlkitError
 
 EXECUTION_ONLY = ("output_dir", "trainer.num_threads", "trainer.progress")
 """Config fields left out of a cell's hash and of the finished-cell check: where a run writes and
@@ -43,7 +43,6 @@ CELL_FILE = "cell.json"
 CELL_CONFIG = "config.yaml"
 ERROR_FILE = "error.txt"
 LOG_FILE = "train.log"
-EXIT_INTERRUPTED = 75  # mtlkit.preempt.EXIT_INTERRUPTED, without importing torch
 
 
 # --- the spec ----------------------------------------------------------------------------------
