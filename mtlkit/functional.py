@@ -167,7 +167,7 @@ class WeightedStep:
         if not any(t.requires_grad for t in per_task):
             raise ValueError("the losses carry no graph: compute them with gradients enabled")
         device = per_task[0].device
-        needs = self.needs
+        needs = self.needs = self.weighter.needs_at(self.step)
         if needs.features or needs.grads == "representation":
             if features is None:
                 raise ConfigError(

@@ -209,6 +209,7 @@ class GradientEngine:
         self, batch: Batch, step: int | None = None, epoch: int | None = None
     ) -> StepResult:
         """Forward, combine and backward one batch; ``.grad`` is filled, nothing is stepped."""
+        self.needs = self.weighter.needs_at(step)
         mode = self.needs.grads
         self._diagnose = bool(
             self.diagnostics_every and step is not None and step % self.diagnostics_every == 0
@@ -411,7 +412,7 @@ class GradientEngine:
 
     def after_step(self, result: StepResult) -> None:
         """Run the weighter's post-step callback if it declared one."""
-        if self.needs.after_step:
+        if self.weighter.needs.after_step:
             inp = result.input
             self.weighter.after_step(
                 WeighterInput(

@@ -122,6 +122,11 @@ class Weighter(nn.Module, ABC):
     def combine(self, inp: WeighterInput) -> Update:
         """Return the update for this step."""
 
+    def needs_at(self, step: int | None) -> Needs:
+        """What step ``step`` needs; ``needs`` on every step unless a method computes its weights
+        only every few steps and asks for something cheaper in between (``update_every``)."""
+        return self.needs
+
     def after_step(self, inp: WeighterInput) -> None:
         """Called after the optimizer step when ``needs.after_step`` is set."""
 

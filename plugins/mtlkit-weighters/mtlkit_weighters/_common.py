@@ -16,7 +16,17 @@ from mtlkit.weighter import Needs, Update, Weighter, WeighterInput
 from mtlkit_weighters._solvers import combine_input_rows, gram
 
 
-class RepOptions(Options):
+class UpdateEveryOptions(Options):
+    """Options of a gradient method that can compute its weights only every few steps."""
+
+    update_every: int = Field(1, ge=1)
+    """Compute the gradient-based weights every k steps (the Nash-MTL paper's trick). In between,
+    the last weights combine the gradients w.r.t. the shared representation: one trunk backward
+    plus T head backwards, the cost of equal weighting, and since ``g_i = J^T dL_i/dz`` the shared
+    update is exactly ``sum_i w_i g_i`` with those weights; heads get what the method gives them."""
+
+
+class RepOptions(UpdateEveryOptions):
     """Options of a weighter that can read representation gradients instead of parameter ones."""
 
     rep: bool = False
@@ -93,12 +103,38 @@ class GramWeighter(Weighter):
     def solve(self, k: Tensor, inp: WeighterInput) -> Tensor:
         """Task weights ``[T]`` (on ``k``'s device) from the Gram matrix ``k``."""
 
+    @property
+    def update_every(self) -> int:
+        return int(getattr(self.options, "update_every", 1))
+
+    def _between_updates(self, step: int | None) -> bool:
+        return self.update_every > 1 and step is not None and step % self.update_every != 0
+
+    def needs_at(self, step: int | None) -> Needs:
+        """Between weight updates (``update_every``): representation gradients, with counters."""
+        if not self._between_updates(step):
+            return self.needs
+        base = self.needs
+        return Needs(grads="representation", features=base.features, after_step=base.after_step,
+                     counters=True, step_metrics=base.step_metrics)
+
+    def reuse_weights(self, inp: WeighterInput) -> Update | None:
+        """The update with the last weights on a step between updates, else None."""
+        if not self._between_updates(inp.step) or inp.grads is None:
+            return None
+        w = self.record(self.weights.to(inp.grads.device))
+        return Update(weights=w, grad=combine_input_rows(w, inp.grads, inp.grads_scratch),
+                      head_weights=self.head_weights_for(w))
+
     def head_weights_for(self, w: Tensor) -> Tensor | None:
         """``Update.head_weights`` for the shared coefficients ``w``, per ``head_gradients``:
         None (the engine then uses ``w``) for ``"weighted"``, ones for ``"own"``."""
         return torch.ones_like(w) if self.head_gradients == "own" else None
 
     def combine(self, inp: WeighterInput) -> Update:
+        reused = self.reuse_weights(inp)
+        if reused is not None:
+            return reused
         grads = inp.grads
         if grads is None:
             raise ValueError(f"{type(self).__name__} needs per-task gradients (needs.grads)")

@@ -35,13 +35,12 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from mtlkit.options import Options
 from mtlkit.weighter import Needs, WeighterInput
-from mtlkit_weighters._common import GramWeighter
+from mtlkit_weighters._common import GramWeighter, UpdateEveryOptions
 from mtlkit_weighters._solvers import cagrad_weights, cagrad_weights_2, to_device, to_host
 
 
-class CAGradOptions(Options):
+class CAGradOptions(UpdateEveryOptions):
     c: float = Field(0.4, ge=0.0)
     """Radius of the ball around the average gradient, relative to its norm."""
     rescale: Literal[0, 1, 2] = 1

@@ -92,8 +92,11 @@ class IMTLWeighter(GramWeighter):
         grads = inp.grads
         if grads is None:
             raise ValueError("imtl needs per-task gradients (needs.grads)")
-        w = self.record(self.solve(gram(grads), inp) if self.num_tasks > 1
-                        else torch.ones(1, device=grads.device))
+        if self._between_updates(inp.step):  # update_every: the last weights in between
+            w = self.record(self.weights.to(grads.device))
+        else:
+            w = self.record(self.solve(gram(grads), inp) if self.num_tasks > 1
+                            else torch.ones(1, device=grads.device))
         loss = None
         if self.options.loss_balance:
             s = self.loss_scale

@@ -34,13 +34,12 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from mtlkit.options import Options
 from mtlkit.weighter import Needs, Update, WeighterInput
-from mtlkit_weighters._common import GramWeighter
+from mtlkit_weighters._common import GramWeighter, UpdateEveryOptions
 from mtlkit_weighters._solvers import combine_input_rows, gram, nash_weights, to_device, to_host
 
 
-class NashMTLOptions(Options):
+class NashMTLOptions(UpdateEveryOptions):
     max_iter: int = Field(20, gt=0)
     """Newton iterations per step (the reference's ``optim_niter``)."""
     tol: float = Field(1e-14, gt=0.0)
@@ -84,6 +83,9 @@ class NashMTLWeighter(GramWeighter):
         return w
 
     def combine(self, inp: WeighterInput) -> Update:
+        reused = self.reuse_weights(inp)  # update_every: between updates, no solve and no clip
+        if reused is not None:
+            return reused
         grads = inp.grads
         if grads is None:
             raise ValueError("nash_mtl needs per-task gradients (needs.grads)")

@@ -27,12 +27,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from mtlkit.options import Options
 from mtlkit.weighter import Needs, WeighterInput
-from mtlkit_weighters._common import GramWeighter, stable_seed
+from mtlkit_weighters._common import GramWeighter, UpdateEveryOptions, stable_seed
 
 
-class PCGradOptions(Options):
+class PCGradOptions(UpdateEveryOptions):
     order: Literal["random", "fixed"] = "random"
     """Order in which each task projects against the others."""
     seed: int = 0
