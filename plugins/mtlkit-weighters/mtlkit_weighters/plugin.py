@@ -30,6 +30,11 @@ WEIGHTERS: dict[str, tuple[str, str]] = {
                     "aligned gradients via the Gram eigenbasis (Senushkin et al. 2023)"),
     "db_mtl": ("db_mtl:DBMTLWeighter",
                "dual balancing: log losses + EMA gradient-norm balance (Lin et al. 2023)"),
+    "gls": ("gls:GLSWeighter", "geometric mean of the task losses (Chennupati et al. 2019)"),
+    "stch": ("stch:STCHWeighter",
+             "smooth Tchebycheff of nadir-normalised log losses (Lin et al. 2024)"),
+    "excess_mtl": ("excess_mtl:ExcessMTLWeighter",
+                   "exponentiated weights on AdaGrad excess-risk estimates (He et al. 2024)"),
 }
 
 
