@@ -60,6 +60,13 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
 # --- building ---------------------------------------------------------------------------------
 
 
+def set_tasks(num_tasks: int) -> None:
+    """T classification tasks named a, b (T = 2, as before) or t0 ... t{T-1}."""
+    global TASKS
+    TASKS = ("a", "b") if num_tasks == 2 else tuple(f"t{i}" for i in range(num_tasks))
+    DEFAULT_OPTIONS["static"] = {"weights": {t: 1.0 for t in TASKS}}
+
+
 def have_timm(host: PluginHost) -> bool:
     return "timm" in host.backbones
 
@@ -281,6 +288,8 @@ def memory_all(specs: dict[str, dict[str, Any]], args: argparse.Namespace) -> di
             args.device,
             "--threads",
             str(args.threads),
+            "--tasks",
+            str(args.tasks),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -350,7 +359,9 @@ def main() -> None:
     p.add_argument("--memory-steps", type=int, default=3)
     p.add_argument("--memory-one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--name", default=None, help="results file stem (default weighter_cost_<model>)")
+    p.add_argument("--tasks", type=int, default=2, help="number of tasks T (classification)")
     args = p.parse_args()
+    set_tasks(args.tasks)
     torch.set_num_threads(args.threads)
     if args.model is None:
         args.model = "resnet18" if have_timm(PluginHost()) else "mlp"
