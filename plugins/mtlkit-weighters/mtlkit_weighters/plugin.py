@@ -35,6 +35,12 @@ WEIGHTERS: dict[str, tuple[str, str]] = {
              "smooth Tchebycheff of nadir-normalised log losses (Lin et al. 2024)"),
     "excess_mtl": ("excess_mtl:ExcessMTLWeighter",
                    "exponentiated weights on AdaGrad excess-risk estimates (He et al. 2024)"),
+    "graddrop": ("graddrop:GradDropWeighter",
+                 "gradient sign dropout on the shared representation (Chen et al. 2020)"),
+    "gradvac": ("gradvac:GradVacWeighter",
+                "gradient vaccine, EMA target cosines per task pair (Wang et al. 2021)"),
+    "config": ("config:ConFIGWeighter",
+               "conflict-free direction U^+ 1, sum-of-projections length (Liu et al. 2024)"),
 }
 
 
