@@ -59,7 +59,7 @@ def test_between_updates_the_last_weights_give_the_exact_shared_gradient(
     shared = trainer.model.shared_parameters()
     got = [p.grad.clone() for p in shared]
     # the same gradient by hand: per-task parameter gradients combined with the reused weights
-    features, outputs = trainer.model(batch["input"])
+    _, outputs = trainer.model(batch["input"])
     losses = trainer.engine.task_losses(outputs, batch)
     expected = [torch.zeros_like(p) for p in shared]
     for w, loss in zip(first, losses):
