@@ -41,6 +41,14 @@ WEIGHTERS: dict[str, tuple[str, str]] = {
                 "gradient vaccine, EMA target cosines per task pair (Wang et al. 2021)"),
     "config": ("config:ConFIGWeighter",
                "conflict-free direction U^+ 1, sum-of-projections length (Liu et al. 2024)"),
+    "upgrad": ("upgrad:UPGradWeighter",
+               "projections onto the dual cone of the gradients (Quinton & Rey 2024)"),
+    "fairgrad": ("fairgrad:FairGradWeighter", "alpha-fair allocation G^T G w = w^(-1/alpha)"
+                 " (Ban & Ji 2024)"),
+    "moco": ("moco:MoCoWeighter", "MGDA step on tracked gradients (Fernando et al. 2023)"),
+    "modo": ("modo:MoDoWeighter", "MGDA dual step per step, single-sample (Chen et al. 2023)"),
+    "sdmgrad": ("sdmgrad:SDMGradWeighter",
+                "direction-oriented MGDA toward the mean, single-sample (Xiao et al. 2023)"),
 }
 
 
