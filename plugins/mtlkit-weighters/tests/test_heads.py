@@ -38,6 +38,10 @@ def test_negative_shared_coefficients_occur(name: str, opts: dict[str, Any]) -> 
 
 HEADS: dict[str, str] = {
     "pcgrad": "own", "cagrad": "own", "aligned_mtl": "own", "imtl": "loss_scale",
+    # 0.2: LibMTL / torchjd / the ConFIG authors accumulate each task's plain backward into its
+    # decoder and replace only the shared gradient
+    "graddrop": "own", "gradvac": "own", "config": "own", "upgrad": "own", "moco": "own",
+    "modo": "own", "sdmgrad": "own",
 }
 """Each method's head contract from its reference code, where it is not ``weights`` (the
 weights times the head's own loss gradient, as a backward of ``sum_i w_i L_i`` gives)."""
