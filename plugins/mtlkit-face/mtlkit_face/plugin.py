@@ -22,6 +22,11 @@ def register_tasks(registry: Registry) -> None:
         "mtlkit_face.tasks.expression:ExpressionTask",
         summary="facial-expression classification",
     )
+    registry.add(
+        "binary_attribute",
+        "mtlkit_face.tasks.attribute:BinaryAttributeTask",
+        summary="one binary face attribute (CelebA-style), target attr_<name>",
+    )
 
 
 @hookimpl
@@ -34,10 +39,15 @@ def register_datasets(registry: Registry) -> None:
     registry.add(
         "manifest",
         "mtlkit_face.data.manifest:ManifestData",
-        summary="CSV manifest path,subject,expression[,sequence]",
+        summary="CSV manifest path,subject,expression[,sequence][,attr_<name>...]",
     )
     registry.add(
         "synthetic_faces",
         "mtlkit_face.data.synthetic:SyntheticFacesData",
         summary="deterministic drawn faces (identity x expression)",
+    )
+    registry.add(
+        "synthetic_attributes",
+        "mtlkit_face.data.synthetic_attributes:SyntheticAttributesData",
+        summary="drawn faces with up to 40 binary attributes (a CelebA stand-in)",
     )

@@ -31,13 +31,21 @@ TASK_OPTIONS: dict[str, list[dict[str, Any]]] = {
          "embedding_bn": False, "embedding_dim": 8},
     ],
     "expression": [{}, {"label_smoothing": 0.1, "hidden_dim": 16}],
+    "binary_attribute": [{}, {"hidden_dim": 8}],
 }
 """Option sets beyond the defaults (a task not listed is checked on its defaults)."""
+
+TASK_INFO: dict[str, dict[str, Any]] = {
+    "binary_attribute": {"num_classes": 2, "attribute": "smiling", "positive_rate": 0.4},
+}
+"""What the data reports for a task, where INFO does not fit."""
 
 TASK_CHECKS = [
     check
     for name, cls in TASKS.items()
-    for check in task_checks(cls, TASK_OPTIONS.get(name, [{}]), info=INFO, name=name)
+    for check in task_checks(
+        cls, TASK_OPTIONS.get(name, [{}]), info=TASK_INFO.get(name, INFO), name=name
+    )
 ]
 
 
@@ -49,6 +57,7 @@ def test_task_conformance(check: Any) -> None:
 # --- datasets ---------------------------------------------------------------------------------
 
 Variant = tuple[str, Callable[[], DataModule], dict[str, Any]]
+"""(label, factory, data_config), checked on TARGETS; a 4-tuple adds its own targets."""
 
 
 def _synthetic(tmp: Path) -> list[Variant]:
@@ -85,7 +94,16 @@ def _manifest(tmp: Path) -> list[Variant]:
                                                  val_fraction=0.0)), {"in_chans": 1})]
 
 
-FACTORIES: dict[str, Callable[[Path], list[Variant]]] = {
+def _attributes(tmp: Path) -> list[Any]:
+    cls = DATASETS["synthetic_attributes"]
+    opts = {"num_identities": 8, "images_per_identity": 3, "num_folds": 4, "val_fraction": 0.34,
+            "num_attributes": 6, "missing_fraction": 0.2}
+    targets = ["face_identity", "attr_bald", "attr_bangs", "attr_five_o_clock_shadow"]
+    return [("synthetic_attributes", lambda: cls(cls.Options(**opts)), {"in_chans": 1}, targets)]
+
+
+FACTORIES: dict[str, Callable[[Path], list[Any]]] = {
+    "synthetic_attributes": _attributes,
     "synthetic_faces": _synthetic,
     "ck48": _ck48,
     "manifest": _manifest,
@@ -96,5 +114,6 @@ FACTORIES: dict[str, Callable[[Path], list[Variant]]] = {
 def test_dataset_conformance(name: str, tmp_path: Path) -> None:
     factory = FACTORIES.get(name)
     assert factory is not None, f"dataset {name!r} has no conformance factory in FACTORIES"
-    for label, make, data_config in factory(tmp_path):
-        check_datamodule(make, TARGETS, data_config=data_config, name=label)
+    for label, make, data_config, *targets in factory(tmp_path):
+        tasks = targets[0] if targets else TARGETS
+        check_datamodule(make, tasks, data_config=data_config, name=label)

@@ -33,6 +33,8 @@ from mtlkit_face.data.transforms import (
 )
 
 SUPPORTED_TARGETS = ("face_identity", "expression")
+ATTRIBUTE_PREFIX = "attr_"
+"""Target ``attr_<name>`` is binary attribute ``name`` (0/1, MISSING_LABEL when unknown)."""
 MAX_LISTED_SKIPS = 20
 NOTICE_SKIPS = 3
 
@@ -98,6 +100,10 @@ class FaceDataModule(DataModule):
     """The records kept (readable files) with their indices; set by ``setup``."""
     split_index: SplitIndex
     protocol: Protocol
+    attribute_names: list[str]
+    """Names of the binary attributes the records carry (set by ``load_records``; may be [])."""
+    has_expressions: bool = True
+    """False where the source has no expression labels (no ``expression`` target)."""
 
     @abstractmethod
     def load_records(self) -> tuple[list[FaceRecord], list[str]]:
@@ -141,15 +147,24 @@ class FaceDataModule(DataModule):
             raise DataError(f"{self.dataset_name}: no readable images ({len(skipped)} skipped)")
         return torch.from_numpy(np.stack(arrays)), kept, skipped
 
+    def supported_targets(self) -> list[str]:
+        """The target names this source provides (after ``load_records``)."""
+        names = [t for t in SUPPORTED_TARGETS if t != "expression" or self.has_expressions]
+        return names + [ATTRIBUTE_PREFIX + a for a in self.attribute_names]
+
     def setup(self, tasks: Sequence[str], data_config: Mapping[str, Any]) -> DataSplits:
-        unknown = [t for t in tasks if t not in SUPPORTED_TARGETS]
-        if unknown:
-            raise DataError(
-                f"{self.dataset_name} provides no target(s) {unknown}; supported: "
-                f"{', '.join(SUPPORTED_TARGETS)}"
-            )
         o = self.options
+        self.attribute_names = []
         records, skipped = self.load_records()
+        supported = self.supported_targets()
+        unknown = [t for t in tasks if t not in supported]
+        if unknown:
+            attrs = f" ({len(self.attribute_names)} attributes)" if self.attribute_names else ""
+            shown = supported if len(supported) <= 8 else [*supported[:8], "..."]
+            raise DataError(
+                f"{self.dataset_name} provides no target(s) {unknown}; supported{attrs}: "
+                f"{', '.join(shown)}"
+            )
         if not records:
             raise DataError(f"{self.dataset_name}: no images found")
         self.records = records
@@ -181,6 +196,22 @@ class FaceDataModule(DataModule):
                 "class_names": list(table.expressions),
             },
         }
+        attrs = [t for t in dict.fromkeys(tasks) if t.startswith(ATTRIBUTE_PREFIX)]
+        if attrs:
+            labels = np.array([r.attributes for r in table.records], dtype=np.int64)
+            labels = labels.reshape(len(table), len(self.attribute_names))
+            for t in attrs:
+                name = t[len(ATTRIBUTE_PREFIX) :]
+                y = labels[:, self.attribute_names.index(name)]
+                all_targets[t] = torch.from_numpy(y.copy())
+                seen = y[split.train][y[split.train] != MISSING_LABEL]
+                info_all[t] = {
+                    "num_classes": 2,
+                    "attribute": name,
+                    "class_names": [f"not {name}", name],
+                    "positive_rate": float(seen.mean()) if len(seen) else None,
+                    "labelled": len(seen),
+                }
         meta = {
             "subject": torch.from_numpy(table.subject_idx.copy()),
             "sequence": torch.from_numpy(table.sequence_idx.copy()),
@@ -237,7 +268,7 @@ class FaceDataModule(DataModule):
             "val_fraction": o.val_fraction,
             "seed": o.seed,
             "input": [layout.chans, layout.height, layout.width],
-            "expressions": list(table.expressions),
+            "expressions": list(table.expressions) if self.has_expressions else [],
             "num_identities": num_identities,
             "total": counts(np.arange(len(table), dtype=np.int64)),
             "splits": {

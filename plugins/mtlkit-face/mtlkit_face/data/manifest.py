@@ -9,6 +9,10 @@ optional column means "unknown": an image with an empty ``sequence`` cell is a s
 Labels are case-sensitive, so two spellings of one label that differ only in case or spacing
 ("Happy"/"happy", "s01"/"S01") are refused: they would silently become two classes or two people.
 The delimiter (``,``, ``;`` or tab) is detected; unknown columns are ignored with a warning.
+
+Binary attribute columns ``attr_<name>`` (CelebA-style) become targets ``attr_<name>``: a cell is
+``1`` (yes), ``0`` or ``-1`` (no; CelebA writes -1) or empty (unknown: MISSING_LABEL). A manifest
+with attribute columns may leave out the ``expression`` column (it then has no expression target).
 """
 
 from __future__ import annotations
@@ -22,12 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from mtlkit.errors import DataError
-from mtlkit_face.data.base import FaceDataModule, FaceDataOptions
+from mtlkit.task import MISSING_LABEL
+from mtlkit_face.data.base import ATTRIBUTE_PREFIX, FaceDataModule, FaceDataOptions
 from mtlkit_face.data.records import FaceRecord
 
 REQUIRED = ("path", "subject", "expression")
 OPTIONAL = ("sequence",)
 """Columns whose empty cells mean "unknown" (see ``sequence_id``)."""
+ATTRIBUTE_VALUES = {"1": 1, "0": 0, "-1": 0, "": MISSING_LABEL}
+"""Attribute cells: 1 yes; 0 or CelebA's -1 no; empty unknown."""
+NO_EXPRESSION = "none"
+"""The expression of every row of a manifest without an expression column."""
 DELIMITERS = ",;\t"
 SNIFF_LINES = 50
 
@@ -79,14 +88,16 @@ def _did_you_mean(names: list[str], choices: list[str]) -> str:
 def read_header(manifest: Path, cells: list[str], delimiter: str) -> dict[str, int]:
     """Position of each known column; a missing or repeated column is an error, others a warning."""
     header = [c.strip() for c in cells]
-    known = (*REQUIRED, *OPTIONAL)
+    attrs = [h for h in header if h.startswith(ATTRIBUTE_PREFIX) and len(h) > len(ATTRIBUTE_PREFIX)]
+    required = [c for c in REQUIRED if c != "expression" or not attrs]
+    known = (*REQUIRED, *OPTIONAL, *attrs)
     unknown = [h for h in header if h not in known]
-    missing = [c for c in REQUIRED if c not in header]
+    missing = [c for c in required if c not in header]
     if missing:
         guesses = [g for g in unknown if difflib.get_close_matches(g, missing, n=1)]
         raise DataError(
             f"{manifest} line 1: missing column(s) {missing} (header: {header}); expected"
-            f" {', '.join(REQUIRED)}[, {', '.join(OPTIONAL)}]"
+            f" {', '.join(REQUIRED)}[, {', '.join(OPTIONAL)}][, attr_<name>...]"
             f"{_did_you_mean(guesses, missing)}{_delimiter_hint(cells, delimiter)}"
         )
     dup = sorted({h for h in header if header.count(h) > 1})
@@ -115,11 +126,21 @@ def sequence_id(subject: str, sequence: str | None, expression: str, line: int) 
 
 def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[FaceRecord]:
     """Parse and check the manifest; each error names the file, the line and the reason."""
+    return read_manifest_table(manifest, expressions)[0]
+
+
+def read_manifest_table(
+    manifest: Path, expressions: list[str] | None = None
+) -> tuple[list[FaceRecord], list[str], bool]:
+    """The records, the attribute names (``attr_<name>`` columns, in header order; each record's
+    ``attributes`` follow it) and whether the manifest has an expression column."""
     if not manifest.is_file():
         raise DataError(f"manifest {str(manifest)!r} does not exist or is not a file")
     folder = os.path.normpath(os.path.abspath(manifest.parent))
     allowed = set(expressions) if expressions is not None else None
     records: list[FaceRecord] = []
+    attrs: list[str] = []
+    has_expression = True
     first_line: dict[str, int] = {}
     spelling: dict[tuple[str, str], tuple[str, int]] = {}
     try:
@@ -128,6 +149,8 @@ def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[
             reader = csv.reader(f, delimiter=delimiter)
             first = next(reader, [])
             col = read_header(manifest, first, delimiter)
+            attrs = [c for c in col if c.startswith(ATTRIBUTE_PREFIX)]
+            has_expression = "expression" in col
             for row in reader:
                 line = reader.line_num
                 where = f"{manifest} line {line}"
@@ -136,7 +159,13 @@ def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[
                 if len(row) != len(first):
                     raise DataError(f"{where}: {len(row)} fields, the header has {len(first)}")
                 cells = {name: row[i].strip() for name, i in col.items()}
+                cells.setdefault("expression", NO_EXPRESSION)
                 empty = [name for name in REQUIRED if not cells[name]]
+                bad = {a: cells[a] for a in attrs if cells[a] not in ATTRIBUTE_VALUES}
+                if bad:
+                    raise DataError(
+                        f"{where}: attribute cell(s) {bad} are not 1, 0, -1 or empty"
+                    )
                 if empty:
                     raise DataError(f"{where}: empty cell(s) in required column(s) {empty}")
                 full = os.path.normpath(os.path.join(folder, cells["path"]))
@@ -156,7 +185,7 @@ def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[
                     raise DataError(
                         f"{where}: unknown expression {expression!r}; expected one of {expressions}"
                     )
-                for column in ("subject", "expression"):
+                for column in ("subject", "expression")[: 1 + has_expression]:
                     value = cells[column]
                     seen, at = spelling.setdefault((column, _fold(value)), (value, line))
                     if seen != value:
@@ -172,6 +201,7 @@ def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[
                         expression=expression,
                         path=full,
                         origin=where,
+                        attributes=tuple(ATTRIBUTE_VALUES[cells[a]] for a in attrs),
                     )
                 )
     except UnicodeDecodeError as e:
@@ -182,7 +212,7 @@ def read_manifest(manifest: Path, expressions: list[str] | None = None) -> list[
         raise DataError(f"{manifest}: malformed CSV ({e})") from None
     if not records:
         raise DataError(f"{manifest}: no rows")
-    return records
+    return records, [a[len(ATTRIBUTE_PREFIX) :] for a in attrs], has_expression
 
 
 class ManifestData(FaceDataModule):
@@ -194,7 +224,10 @@ class ManifestData(FaceDataModule):
 
     def load_records(self) -> tuple[list[FaceRecord], list[str]]:
         path = Path(self.options.manifest).expanduser()
-        return read_manifest(path, self.options.expressions), []
+        records, self.attribute_names, self.has_expressions = read_manifest_table(
+            path, self.options.expressions
+        )
+        return records, []
 
     def extra_summary(self) -> dict[str, Any]:
         return {"manifest": str(Path(self.options.manifest).expanduser())}

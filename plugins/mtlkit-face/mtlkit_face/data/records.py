@@ -20,7 +20,8 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
 
 @dataclass(frozen=True)
 class FaceRecord:
-    """One image: who (subject), which recording (sequence), which expression, and its source.
+    """One image: who (subject), which recording (sequence), which expression, its source, and
+    optionally binary attribute labels.
 
     ``sequence`` is a globally unique id (datasets prefix it with the subject when needed) so the
     frames of one recording can be kept on one side of every split. ``origin`` names the record in
@@ -33,6 +34,9 @@ class FaceRecord:
     path: str | None = None
     frame: int | None = None
     origin: str = ""
+    attributes: tuple[int, ...] = ()
+    """Binary attribute labels (0, 1 or MISSING_LABEL), in the order of the dataset's
+    ``attribute_names``; empty when the dataset has none."""
 
 
 @dataclass(frozen=True)
