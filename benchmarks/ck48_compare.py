@@ -83,8 +83,8 @@ def render_trajectories(rows: list[dict[str, Any]]) -> str:
     runs = [r for r in runs if r["fold"] == fold]
     epochs = max(len(r["trajectory"]) for r in runs)
     md = (
-        f"\nIdentity weight per epoch (mean over the epoch's steps), fold {fold}; expression"
-        " gets 1 minus it:\n\n| epoch | " + " | ".join(f"`{r['weighter']}`" for r in runs)
+        f"\nIdentity weight per epoch (mean over the epoch's steps), fold {fold} (for weights on"
+        " the simplex, expression gets 1 minus it):\n\n| epoch | " + " | ".join(f"`{r['weighter']}`" for r in runs)
         + " |\n|---|" + "---|" * len(runs) + "\n"
     )
     for e in range(epochs):
