@@ -74,6 +74,16 @@ SECTIONS = [
         " within the A/A control's spread on resnet18.",
     ),
     (
+        "many_tasks_resnet18",
+        "Cost as the number of tasks grows (T = 2 to 40)",
+        "Every registered weighter (and the `rep: true` variants) at T = 2, 5, 10, 20 and 40"
+        " classification tasks on the same resnet18 trunk, 48 px, batch 64: time per step as a"
+        " ratio to `equal` at the same T (2 interleaved rounds of 1 step per T: a coarse but"
+        " interleaved measurement) and extra peak memory. The published column is the FAMO"
+        " paper's CelebA (40 tasks) training-time ratio to linear scalarisation. Script:"
+        " `benchmarks/many_tasks.py` (one `weighter_cost.py --tasks T` run per T, resumable).",
+    ),
+    (
         "ck48_compare",
         "CK+48: equal vs the paper's dynamic weighting (the authors' center loss)",
         "Since 0.2 `face_identity` computes the paper authors' center loss: on the L2-normalised"
@@ -163,11 +173,12 @@ def main() -> None:
         path = RESULTS / f"{name}.md"
         if path.exists():
             out.append("\n" + path.read_text().strip() + "\n")
-            plot = RESULTS / f"{name}_weights.png"
-            if plot.exists():  # the docs site only serves files under docs/
-                (ROOT / "docs" / "img").mkdir(exist_ok=True)
-                shutil.copyfile(plot, ROOT / "docs" / "img" / plot.name)
-                out.append(f"\n![Task weights per epoch, every run](img/{plot.name})\n")
+            for plot, alt in ((RESULTS / f"{name}_weights.png", "Task weights per epoch"),
+                              (RESULTS / f"{name}.png", title)):
+                if plot.exists():  # the docs site only serves files under docs/
+                    (ROOT / "docs" / "img").mkdir(exist_ok=True)
+                    shutil.copyfile(plot, ROOT / "docs" / "img" / plot.name)
+                    out.append(f"\n![{alt}](img/{plot.name})\n")
         else:
             out.append("\nNot measured yet on this project's machines (no result file).\n")
     (ROOT / "docs" / "benchmarks.md").write_text("".join(out))
