@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PLOTS = Path(__file__).resolve().parents[1] / "docs" / "img"
+"""Benchmark plots go straight where the docs site serves them (results/ keeps the JSON)."""
 
 
 def machine() -> str:

@@ -6,11 +6,11 @@ carries the command, machine and date that produced it.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+PLOTS = ROOT / "docs" / "img"
 
 SECTIONS = [
     (
@@ -173,11 +173,9 @@ def main() -> None:
         path = RESULTS / f"{name}.md"
         if path.exists():
             out.append("\n" + path.read_text().strip() + "\n")
-            for plot, alt in ((RESULTS / f"{name}_weights.png", "Task weights per epoch"),
-                              (RESULTS / f"{name}.png", title)):
-                if plot.exists():  # the docs site only serves files under docs/
-                    (ROOT / "docs" / "img").mkdir(exist_ok=True)
-                    shutil.copyfile(plot, ROOT / "docs" / "img" / plot.name)
+            for plot, alt in ((PLOTS / f"{name}_weights.png", "Task weights per epoch"),
+                              (PLOTS / f"{name}.png", title)):
+                if plot.exists():  # written there by the benchmark scripts
                     out.append(f"\n![{alt}](img/{plot.name})\n")
         else:
             out.append("\nNot measured yet on this project's machines (no result file).\n")

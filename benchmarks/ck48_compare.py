@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import RESULTS, write_results
+from _common import PLOTS, RESULTS, write_results
 
 from mtlkit.config import load_config
 from mtlkit.runlog import read_steps
@@ -84,7 +84,8 @@ def render_trajectories(rows: list[dict[str, Any]]) -> str:
     epochs = max(len(r["trajectory"]) for r in runs)
     md = (
         f"\nIdentity weight per epoch (mean over the epoch's steps), fold {fold} (for weights on"
-        " the simplex, expression gets 1 minus it):\n\n| epoch | " + " | ".join(f"`{r['weighter']}`" for r in runs)
+        " the simplex, expression gets 1 minus it):\n\n| epoch | "
+        + " | ".join(f"`{r['weighter']}`" for r in runs)
         + " |\n|---|" + "---|" * len(runs) + "\n"
     )
     for e in range(epochs):
@@ -176,7 +177,8 @@ def plot_weights(name: str, rows: list[dict[str, Any]]) -> Path | None:
     axes[0][0].set_ylabel("identity weight (epoch mean)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    out = RESULTS / f"{name}_weights.png"
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    out = PLOTS / f"{name}_weights.png"
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out

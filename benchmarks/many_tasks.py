@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _common import RESULTS, write_results
+from _common import PLOTS, RESULTS, write_results
 
 PUBLISHED_CELEBA_T40 = {"famo": 1.08, "cagrad": 4.47, "mgda": 5.58, "nash_mtl": 6.11,
                         "pcgrad": 8.08}
@@ -125,7 +125,8 @@ def main() -> None:
     table = collect(paths)
     md = markdown(table, sorted(paths), args)
     write_results(f"many_tasks_{args.model}", {"table": table, "args": vars(args)}, md)
-    plot(table, RESULTS / f"many_tasks_{args.model}.png")
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    plot(table, PLOTS / f"many_tasks_{args.model}.png")
     print(md)
 
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from mtlkit import distributed as D
 from mtlkit.errors import ConfigError, NonFiniteLossError, WeighterError
+from mtlkit.gradients import combine_checked, flat_into, head_weights
 from mtlkit.weighter import Update, Weighter, WeighterInput, WeighterSetup
 
 Losses = Sequence[Tensor] | Mapping[str, Tensor]
@@ -266,23 +267,10 @@ class WeightedStep:
         return grad * self.scaler.get_scale() if self.scaler is not None else grad
 
     def _head_weights(self, update: Update) -> Tensor:
-        hw = (update.weights if update.head_weights is None else update.head_weights).detach()
-        if not bool((hw >= 0).all()):
-            raise WeighterError(
-                f"weighter {type(self.weighter).__name__} returned head weights"
-                f" {[round(v, 4) for v in hw.tolist()]}: a negative one would train that task's"
-                " head to increase its own loss"
-            )
-        return hw
+        return head_weights(self.weighter, update)
 
     def _combine(self, inp: WeighterInput, want: str) -> Update:
-        update = self.weighter.combine(inp)
-        if getattr(update, want) is None:
-            raise TypeError(
-                f"weighter {type(self.weighter).__name__} declared grads={self.needs.grads!r}"
-                f" but returned no Update.{want}"
-            )
-        return update
+        return combine_checked(self.weighter, self.needs, inp, want)
 
     def _grad_buffer(self, rows: int, numel: int, device: torch.device) -> Tensor:
         buf = self._buffer
@@ -312,7 +300,7 @@ class WeightedStep:
             for i, loss in enumerate(per_task):
                 g = torch.autograd.grad(self._scaled(loss), last, retain_graph=True,
                                         allow_unused=True)
-                _flat_into(grads[i], g, last)
+                flat_into(grads[i], g, last)
             self._unscale_(grads)
             if self._dist:
                 D.all_mean_(grads)
@@ -394,7 +382,7 @@ class WeightedStep:
                                   per_task[0].device)
         results, heads = self._per_task_grads(per_task, shared, None)
         for i, g in enumerate(results):
-            _flat_into(grads[i], g[: len(shared)], shared)
+            flat_into(grads[i], g[: len(shared)], shared)
         self._unscale_(grads)
         if self._dist:
             D.all_mean_(grads)
@@ -417,17 +405,6 @@ class WeightedStep:
         if update.loss is not None:
             update.loss.backward()
         return update
-
-
-def _flat_into(row: Tensor, grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> None:
-    offset = 0
-    for g, p in zip(grads, params):
-        n = p.numel()
-        if g is None:
-            row[offset : offset + n].zero_()
-        else:
-            row[offset : offset + n].copy_(g.reshape(-1))
-        offset += n
 
 
 _STEPS: weakref.WeakKeyDictionary[Weighter, WeightedStep] = weakref.WeakKeyDictionary()

@@ -15,7 +15,7 @@ from mtlkit.data import Batch
 from mtlkit.errors import NonFiniteLossError, WeighterError
 from mtlkit.model import MultiTaskModel
 from mtlkit.task import Task
-from mtlkit.weighter import Update, Weighter, WeighterInput
+from mtlkit.weighter import Needs, Update, Weighter, WeighterInput
 
 DIAGNOSTICS = ("diag/cos_mean", "diag/cos_min", "diag/norm_ratio")
 """The task-conflict diagnostics: mean and least pairwise cosine between the tasks' gradients
@@ -35,6 +35,45 @@ def conflict_diagnostics(grads: Tensor) -> Tensor:
     pairs = cos[torch.triu_indices(t, t, offset=1, device=flat.device).unbind()]
     ratio = norms.min() / norms.max().clamp_min(torch.finfo(flat.dtype).tiny)
     return torch.stack([pairs.mean(), pairs.min(), ratio])
+
+
+def flat_into(row: Tensor, grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> None:
+    """Copy per-parameter gradients into one flat row (zeros where a gradient is None)."""
+    offset = 0
+    for g, p in zip(grads, params):
+        n = p.numel()
+        if g is None:
+            row[offset : offset + n].zero_()
+        else:
+            row[offset : offset + n].copy_(g.reshape(-1))
+        offset += n
+
+
+def head_weights(weighter: Weighter, update: Update) -> Tensor:
+    """Each head's multiplier of its own loss gradient; a negative one is refused.
+
+    Costs one host sync of T values: a head trained against its own loss must never pass
+    silently. Shared by the engine and the functional path.
+    """
+    hw = (update.weights if update.head_weights is None else update.head_weights).detach()
+    if not bool((hw >= 0).all()):
+        raise WeighterError(
+            f"weighter {type(weighter).__name__} returned head weights"
+            f" {[round(v, 4) for v in hw.tolist()]}: a negative one would train that task's"
+            " head to increase its own loss (return Update.head_weights >= 0)"
+        )
+    return hw
+
+
+def combine_checked(weighter: Weighter, needs: Needs, inp: WeighterInput, want: str) -> Update:
+    """``weighter.combine(inp)``, refusing an update without the part its needs promise."""
+    update = weighter.combine(inp)
+    if getattr(update, want) is None:
+        raise TypeError(
+            f"weighter {type(weighter).__name__} declared grads={needs.grads!r}"
+            f" but returned no Update.{want}"
+        )
+    return update
 
 
 @dataclass
@@ -170,18 +209,7 @@ class GradientEngine:
             self._buffer = buf
         return buf
 
-    @staticmethod
-    def _flat_into(
-        row: Tensor, grads: Sequence[Tensor | None], params: Sequence[nn.Parameter]
-    ) -> None:
-        offset = 0
-        for g, p in zip(grads, params):
-            n = p.numel()
-            if g is None:
-                row[offset : offset + n].zero_()
-            else:
-                row[offset : offset + n].copy_(g.reshape(-1))
-            offset += n
+    _flat_into = staticmethod(flat_into)
 
     @staticmethod
     def _accumulate(
@@ -230,20 +258,7 @@ class GradientEngine:
         return result
 
     def _head_weights(self, update: Update) -> Tensor:
-        """Each head's multiplier of its own loss gradient; a negative one is refused.
-
-        Costs one host sync of T values: a head trained against its own loss must never pass
-        silently.
-        """
-        hw = update.weights if update.head_weights is None else update.head_weights
-        hw = hw.detach()
-        if not bool((hw >= 0).all()):
-            raise WeighterError(
-                f"weighter {type(self.weighter).__name__} returned head weights"
-                f" {[round(v, 4) for v in hw.tolist()]}: a negative one would train that task's"
-                " head to increase its own loss (return Update.head_weights >= 0)"
-            )
-        return hw
+        return head_weights(self.weighter, update)
 
     def _diagnostics(self, per_task: Sequence[Tensor], features: Tensor) -> Tensor | None:
         """Task-conflict diagnostics on this step when asked for: head-only backwards (each
@@ -259,13 +274,7 @@ class GradientEngine:
         return conflict_diagnostics(self._unscale_(stacked.float()))
 
     def _combine(self, inp: WeighterInput, want: str) -> Update:
-        update = self.weighter.combine(inp)
-        if getattr(update, want) is None:
-            raise TypeError(
-                f"weighter {type(self.weighter).__name__} declared grads={self.needs.grads!r}"
-                f" but returned no Update.{want}"
-            )
-        return update
+        return combine_checked(self.weighter, self.needs, inp, want)
 
     def _loss_path(
         self, batch: Batch, step: int | None, epoch: int | None, last_layer: bool

@@ -52,6 +52,20 @@ def own_param_groups(weighter: Weighter, lr: float | None) -> list[dict[str, Any
     return [group]
 
 
+def visit_orders(num_tasks: int, random: bool, tag: str, seed: int, step: int | None) -> Tensor:
+    """``[T, T-1]``: the other tasks in the order each task visits them (index order, or drawn
+    from ``(tag, seed, step)`` so a resumed run draws the same orders)."""
+    t = num_tasks
+    if not random or step is None:
+        keys = torch.arange(t, dtype=torch.float32).repeat(t, 1)
+    else:
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(stable_seed(tag, seed, step))
+        keys = torch.rand(t, t, generator=gen)
+    keys.fill_diagonal_(float("inf"))
+    return keys.argsort(dim=1)[:, : t - 1]
+
+
 def stable_seed(*parts: object) -> int:
     """A 63-bit seed from its parts, identical across processes (unlike ``hash``)."""
     text = "/".join(str(p) for p in parts).encode()

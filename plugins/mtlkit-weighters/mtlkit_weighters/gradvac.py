@@ -50,7 +50,7 @@ from pydantic import Field
 from torch import Tensor
 
 from mtlkit.weighter import Needs, WeighterInput
-from mtlkit_weighters._common import GramWeighter, UpdateEveryOptions, stable_seed
+from mtlkit_weighters._common import GramWeighter, UpdateEveryOptions, visit_orders
 
 
 class GradVacOptions(UpdateEveryOptions):
@@ -122,15 +122,8 @@ class GradVacWeighter(GramWeighter):
 
     def orders(self, step: int | None) -> Tensor:
         """``[T, T-1]``: the other tasks in the order each task visits them at ``step``."""
-        t = self.num_tasks
-        if self.options.order == "fixed" or step is None:
-            keys = torch.arange(t, dtype=torch.float32).repeat(t, 1)
-        else:
-            gen = torch.Generator(device="cpu")
-            gen.manual_seed(stable_seed("gradvac", self.options.seed, step))
-            keys = torch.rand(t, t, generator=gen)
-        keys.fill_diagonal_(float("inf"))
-        return keys.argsort(dim=1)[:, : t - 1]
+        o = self.options
+        return visit_orders(self.num_tasks, o.order == "random", "gradvac", o.seed, step)
 
     def solve(self, k: Tensor, inp: WeighterInput) -> Tensor:
         if self.options.order == "random" and inp.step is None:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from mtlkit.weighter import Needs, WeighterInput
-from mtlkit_weighters._common import GramWeighter, UpdateEveryOptions, stable_seed
+from mtlkit_weighters._common import GramWeighter, UpdateEveryOptions, visit_orders
 
 
 class PCGradOptions(UpdateEveryOptions):
@@ -74,15 +74,8 @@ class PCGradWeighter(GramWeighter):
 
     def orders(self, step: int | None) -> Tensor:
         """``[T, T-1]``: the other tasks in the order each task visits them at ``step``."""
-        t = self.num_tasks
-        if self.options.order == "fixed" or step is None:
-            keys = torch.arange(t, dtype=torch.float32).repeat(t, 1)
-        else:
-            gen = torch.Generator(device="cpu")
-            gen.manual_seed(stable_seed("pcgrad", self.options.seed, step))
-            keys = torch.rand(t, t, generator=gen)
-        keys.fill_diagonal_(float("inf"))
-        return keys.argsort(dim=1)[:, : t - 1]
+        o = self.options
+        return visit_orders(self.num_tasks, o.order == "random", "pcgrad", o.seed, step)
 
     def solve(self, k: Tensor, inp: WeighterInput) -> Tensor:
         if self.options.order == "random" and inp.step is None:
