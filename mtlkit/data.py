@@ -29,8 +29,9 @@ class TensorDataset:
     """Samples held as tensors (images as uint8), batched by fancy indexing.
 
     ``prepare`` turns the stored dtype into model input (e.g. uint8 -> normalised float);
-    ``augment`` runs on the prepared training batch with a per-batch generator, so a resumed run
-    draws exactly the same augmentation as an uninterrupted one.
+    ``augment`` runs on the stored training batch (before ``prepare``, so image transforms see
+    uint8 pixels) with a per-batch generator, so a resumed run draws exactly the same
+    augmentation as an uninterrupted one.
     """
 
     inputs: Tensor
@@ -56,12 +57,12 @@ class TensorDataset:
     ) -> Batch:
         """Gather rows ``index``; augmentation only when ``train`` and a generator is given."""
         x = self.inputs[index]
+        if train and self.augment is not None and generator is not None:
+            x = self.augment(x, generator)
         if self.prepare is not None:
             x = self.prepare(x)
         elif not x.is_floating_point():
             x = x.float()
-        if train and self.augment is not None and generator is not None:
-            x = self.augment(x, generator)
         return Batch(
             input=x,
             targets={k: v[index] for k, v in self.targets.items()},

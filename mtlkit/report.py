@@ -350,17 +350,29 @@ def delta_m(
     return {**describe(values), "values": values}
 
 
-def _trajectory(rec: Record) -> dict[str, list[float]] | None:
-    """Per-epoch mean of each task's logged weight (``steps.jsonl`` or ``steps.csv``)."""
+def _epoch_rows(rec: Record) -> list[dict[str, Any]]:
+    """The training means per epoch from ``epochs.jsonl`` (its ``train`` entries), else the
+    per-step rows of ``steps.jsonl``/``steps.csv`` (runs from before the epoch means were kept,
+    or a folder whose per-step log was left out to save space)."""
     from mtlkit.runlog import read_steps
 
-    path = next((p for p in (rec.dir / "steps.jsonl", rec.dir / "steps.csv") if p.is_file()), None)
-    if path is None:
-        return None
     try:
-        rows = read_steps(path)
-    except (OSError, ValueError):
-        return None
+        epochs = rec.dir / "epochs.jsonl"
+        if epochs.is_file():
+            rows = [json.loads(line) for line in epochs.read_text().splitlines() if line.strip()]
+            train = [{"epoch": r["epoch"], **r["train"]} for r in rows if r.get("train")]
+            if train:
+                return train
+        path = next((p for p in (rec.dir / "steps.jsonl", rec.dir / "steps.csv") if p.is_file()),
+                    None)
+        return read_steps(path) if path is not None else []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _trajectory(rec: Record) -> dict[str, list[float]] | None:
+    """Per-epoch mean of each task's logged weight (and diagnostic, if logged)."""
+    rows = _epoch_rows(rec)
     by_epoch: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if _is_number(row.get("epoch")):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from mtlkit import __version__
 from mtlkit import distributed as D
 from mtlkit import resume as R
+from mtlkit.architecture import Architecture, HeadSpec
 from mtlkit.checkpoint import (
     describe_mismatch,
     load_checkpoint,
@@ -35,7 +37,6 @@ from mtlkit.data import Batch, DataSplits, TensorDataset, batch_generator, epoch
 from mtlkit.errors import CheckpointError, ConfigError, MtlkitError, NonFiniteLossError
 from mtlkit.evaluation import evaluate_split, move_batch
 from mtlkit.gradients import DIAGNOSTICS, GradientEngine, StepResult
-from mtlkit.model import MultiTaskModel
 from mtlkit.notices import format_metric
 from mtlkit.notices import notice as _notice
 from mtlkit.optim import build_optimizer, build_scheduler
@@ -60,6 +61,11 @@ class TrainState:
     best_score: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     config_changes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _build_head(task: Task, info: dict[str, Any], width: int) -> nn.Module:
+    """Task ``task``'s head on ``width`` features (the architecture decides the width)."""
+    return task.build_head(width, info)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -108,23 +114,26 @@ class Trainer:
         ]
         data_module = self._build(resolved.data, "data", lambda c, o: c(o))
         self.data: DataSplits = data_module.setup(self.target_keys, self.backbone.data_config())
-        heads: dict[str, nn.Module] = {}
+        heads: dict[str, HeadSpec] = {}
         for task, key in zip(self.tasks, self.target_keys):
             if key not in self.data.train.targets:
                 raise ConfigError(
                     f"tasks: dataset {config.data.name!r} provides no target {key!r};"
                     f" it has {sorted(self.data.train.targets)} (set the task's 'target')"
                 )
-            heads[task.name] = task.build_head(
-                self.backbone.feature_dim, self.data.info.get(key, {})
+            heads[task.name] = functools.partial(
+                _build_head, task, self.data.info.get(key, {})
             )
-        self.model = MultiTaskModel(self.backbone, heads).to(self.device)
+        self.model: Architecture = self._build(
+            resolved.architecture, "architecture", lambda c, o: c(self.backbone, heads, o)
+        ).to(self.device)
         self.weighter: Weighter = self._build(
             resolved.weighter, "weighter", lambda c, o: c(self.task_ids, o)
         )
+        example = self.data.train.batch(torch.arange(1))["input"].to(self.device)
         self.weighter.setup(
             WeighterSetup(
-                feature_dim=self.backbone.feature_dim,
+                feature_dim=self.model.representation_dim(example),
                 shared_numel=sum(p.numel() for p in self.model.shared_parameters()),
                 device=self.device,
             )
@@ -174,6 +183,8 @@ class Trainer:
             )
         self._epoch_sum: Tensor | None = None
         self._epoch_steps = 0
+        self._epoch_diag: Tensor | None = None
+        self._epoch_diag_steps = 0
         self._epoch_t0 = time.perf_counter()
 
     # --- construction ------------------------------------------------------------------------
@@ -280,6 +291,8 @@ class Trainer:
             "group_key": self.data.group_key or "",
             "train_groups": self._train_groups(),
             "task_ids": list(self.task_ids),
+            # what each head was sized by (class names...): predict/export check the data agrees
+            "data_info": json.dumps(self.data.info, default=str),
             "mtlkit_version": __version__,
         }
 
@@ -516,6 +529,10 @@ class Trainer:
             row = torch.cat([result.losses.detach().float(), result.weights.detach().float()])
             self._epoch_sum = row if self._epoch_sum is None else self._epoch_sum + row
             self._epoch_steps += 1
+            if result.diagnostics is not None:
+                diag = result.diagnostics.detach().float()
+                self._epoch_diag = diag if self._epoch_diag is None else self._epoch_diag + diag
+                self._epoch_diag_steps += 1
         s.step += 1
         s.batch += 1
 
@@ -523,6 +540,9 @@ class Trainer:
         s = self.state
         tc = self.config.trainer
         row: dict[str, Any] = {"epoch": s.epoch, "step": s.step}
+        train = self._train_means()
+        if train:
+            row["train"] = train
         if self.data.val is not None and tc.eval_every and (s.epoch + 1) % tc.eval_every == 0:
             metrics = self.evaluate("val")
             row["val"] = metrics
@@ -534,9 +554,25 @@ class Trainer:
         s.epoch += 1
         s.batch = 0
         self._epoch_sum, self._epoch_steps = None, 0
+        self._epoch_diag, self._epoch_diag_steps = None, 0
         self._epoch_t0 = time.perf_counter()
         if tc.checkpoint_epochs and s.epoch % tc.checkpoint_epochs == 0:
             self.save(LAST)
+
+    def _train_means(self) -> dict[str, float]:
+        """The epoch's mean ``loss/<task>``, ``weight/<task>`` and diagnostics, kept in
+        ``epochs.jsonl`` so a report needs no per-step log (after a resume mid-epoch: the mean of
+        the steps this process ran)."""
+        out: dict[str, float] = {}
+        if self._epoch_sum is not None and self._epoch_steps:
+            mean = (self._epoch_sum / self._epoch_steps).tolist()
+            t = len(self.task_ids)
+            out.update({f"loss/{n}": v for n, v in zip(self.task_ids, mean[:t])})
+            out.update({f"weight/{n}": v for n, v in zip(self.task_ids, mean[t:])})
+        if self._epoch_diag is not None and self._epoch_diag_steps:
+            diag = (self._epoch_diag / self._epoch_diag_steps).tolist()
+            out.update(zip(DIAGNOSTICS, diag))
+        return out
 
     def _epoch_line(self, row: dict[str, Any]) -> str:
         """One line per epoch for logs without a terminal: time, mean losses and weights, val."""
@@ -544,13 +580,12 @@ class Trainer:
             f"epoch {row['epoch'] + 1}/{self.config.trainer.epochs}",
             f"{time.perf_counter() - self._epoch_t0:.1f}s",
         ]
-        if self._epoch_sum is not None and self._epoch_steps:
-            mean = (self._epoch_sum / self._epoch_steps).tolist()
-            t = len(self.task_ids)
-            parts.append("loss " + " ".join(
-                f"{n}={v:.4f}" for n, v in zip(self.task_ids, mean[:t])))
-            parts.append("weight " + " ".join(
-                f"{n}={v:.3f}" for n, v in zip(self.task_ids, mean[t:])))
+        train = row.get("train") or {}
+        if f"loss/{self.task_ids[0]}" in train:
+            parts.append("loss " + " ".join(f"{n}={train[f'loss/{n}']:.4f}" for n in self.task_ids))
+            parts.append(
+                "weight " + " ".join(f"{n}={train[f'weight/{n}']:.3f}" for n in self.task_ids)
+            )
         val = row.get("val") or {}
         shown = [
             f"{task}/{name}={format_metric(name, v)}"

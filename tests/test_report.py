@@ -236,3 +236,23 @@ def test_trajectories_carry_the_gradient_cosine_when_logged(tmp_path: Path) -> N
     traj = _trajectory(records[0])
     assert traj is not None and traj["diag/cos_mean"] == [0.5, -0.1]
     assert traj["weight/a"] == [1.0, 1.0]
+
+
+def test_trajectories_come_from_the_epoch_means_without_a_step_log(tmp_path: Path) -> None:
+    """A committed sweep keeps ``epochs.jsonl`` (with each epoch's training means) and leaves the
+    bulky ``steps.jsonl`` out: the report's trajectories come from the epoch means."""
+    from mtlkit.report import _trajectory
+
+    root = tmp_path / "runs"
+    _cell(root, "dyn", 0, {"a": {"accuracy": 0.5}, "b": {"accuracy": 0.5}})
+    run = next(root.iterdir())
+    rows = [
+        {"epoch": 0, "step": 3, "train": {"weight/a": 0.3, "weight/b": 1.7, "diag/cos_mean": 0.2}},
+        {"epoch": 1, "step": 6, "val": {}},  # no training means: left out
+        {"epoch": 2, "step": 9, "train": {"weight/a": 0.9, "weight/b": 1.1, "diag/cos_mean": -0.4}},
+    ]
+    (run / "epochs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records, _, _ = collect(root)
+    traj = _trajectory(records[0])
+    assert traj is not None and traj["epoch"] == [0, 2]
+    assert traj["weight/a"] == [0.3, 0.9] and traj["diag/cos_mean"] == [0.2, -0.4]

@@ -206,3 +206,13 @@ def test_real_ck48() -> None:
     }
     assert splits.info["face_identity"]["num_classes"] == s["splits"]["train"]["subjects"]
     assert s["splits"]["test"]["subjects"] == 12  # fold 0 of KFold(10) over 118 subjects
+
+
+def test_augment_mapping_from_config(tmp_path: Path) -> None:
+    _, splits = load(fake_ck48(tmp_path / "ck"), augment={"rotate": 10, "scale": [0.9, 1.1]})
+    aug = splits.train.augment
+    assert aug is not None and aug.options.rotate == 10 and aug.options.scale == (0.9, 1.1)
+    idx = torch.arange(len(splits.train))
+    a = splits.train.batch(idx, train=True, generator=torch.Generator().manual_seed(2))
+    b = splits.train.batch(idx, train=True, generator=torch.Generator().manual_seed(2))
+    assert a["input"].dtype == torch.float32 and torch.equal(a["input"], b["input"])

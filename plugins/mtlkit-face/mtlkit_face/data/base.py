@@ -25,12 +25,14 @@ from mtlkit_face.data.protocols import (
 )
 from mtlkit_face.data.records import FaceRecord, RecordTable, index_records
 from mtlkit_face.data.transforms import (
-    FlipShift,
+    Augmentation,
+    AugmentOptions,
     ImageLayout,
     Normalize,
-    default_shift,
+    augment_options,
     resolve_layout,
 )
+from mtlkit_face.inputs import FaceInputFiles
 
 SUPPORTED_TARGETS = ("face_identity", "expression")
 ATTRIBUTE_PREFIX = "attr_"
@@ -52,7 +54,9 @@ class FaceDataOptions(Options):
     """Side of the square input; None: the backbone's input_size if it needs a fixed one (ViTs),
     else the data's native size (the first readable image's)."""
     on_bad_image: Literal["error", "skip"] = "error"
-    augment: bool = True
+    augment: bool | AugmentOptions = True
+    """Training augmentation: true (flip and a small shift), false, or a mapping of
+    :class:`AugmentOptions` (rotation, zoom, jitter, RandAugment, random erasing)."""
     seed: int = 0
     """Seeds the sequence-holdout choice (and, for generated data, the generator)."""
     expressions: list[str] | None = None
@@ -87,7 +91,7 @@ def warn_skipped(dataset: str, skipped: list[str]) -> None:
     )
 
 
-class FaceDataModule(DataModule):
+class FaceDataModule(FaceInputFiles, DataModule):
     """Base of the face datasets: subclasses list records (and may generate images)."""
 
     Options = FaceDataOptions
@@ -223,7 +227,7 @@ class FaceDataModule(DataModule):
             targets={t: all_targets[t] for t in dict.fromkeys(tasks)},
             meta=meta,
             prepare=Normalize(layout),
-            augment=FlipShift(layout, default_shift(layout)) if o.augment else None,
+            augment=self._augmentation(layout),
         )
         parts = {
             name: full.subset(torch.from_numpy(idx)) if len(idx) else None
@@ -241,6 +245,10 @@ class FaceDataModule(DataModule):
             # sequence-holdout (where the same people are on both sides by design)
             group_key="sequence" if o.protocol == "sequence-holdout" else "subject",
         )
+
+    def _augmentation(self, layout: ImageLayout) -> Augmentation | None:
+        options = augment_options(self.options.augment)
+        return None if options is None else Augmentation(layout, options)
 
     def _summary(
         self,

@@ -1,4 +1,4 @@
-"""Input layout from the backbone's hints, and the batch-level normalise/augment callables."""
+"""Input layout from the backbone's hints, the batch normaliser and the seeded augmentation."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from pydantic import Field, field_validator
 from torch import Tensor
+from torchvision.transforms import v2
 
 from mtlkit.errors import DataError
+from mtlkit.options import Options
 
 
 @dataclass(frozen=True)
@@ -95,37 +97,80 @@ class Normalize:
         return out.flatten(1) if self.layout.flat else out
 
 
-@dataclass(frozen=True)
-class FlipShift:
-    """Random horizontal flip and a random shift of up to ``max_shift`` pixels (edge padding).
+class AugmentOptions(Options):
+    """Training augmentation, drawn per sample by torchvision.transforms.v2 on the stored uint8
+    image. The defaults are the flip and small shift every face run had; the rest are opt-in."""
 
-    Vectorised over the batch; all randomness comes from the per-batch generator, so a resumed
-    run draws the same augmentation.
+    flip: bool = True
+    """Random horizontal flip (p = 0.5)."""
+    shift: float = Field(1 / 12, ge=0.0, lt=0.5)
+    """Largest random translation, as a fraction of the side (1/12: 4 px at 48 px)."""
+    rotate: float = Field(0.0, ge=0.0, le=180.0)
+    """Largest random rotation in degrees (both directions)."""
+    scale: tuple[float, float] = (1.0, 1.0)
+    """Random zoom range; (0.9, 1.1) zooms out or in by up to 10%."""
+    jitter: float = Field(0.0, ge=0.0, le=1.0)
+    """Brightness and contrast jitter strength (ColorJitter's factor range 1 +/- jitter)."""
+    randaugment: int = Field(0, ge=0, le=10)
+    """RandAugment operations per image (0: off); magnitude from ``randaugment_magnitude``."""
+    randaugment_magnitude: int = Field(9, ge=0, le=30)
+    erase: float = Field(0.0, ge=0.0, le=1.0)
+    """Probability of random erasing (a box of 2-15% of the image set to 0), after the rest."""
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {v}")
+        return v
+
+
+def augment_options(value: bool | AugmentOptions) -> AugmentOptions | None:
+    """``augment: true`` means the defaults, ``false`` no augmentation."""
+    if isinstance(value, AugmentOptions):
+        return value
+    return AugmentOptions() if value else None
+
+
+class Augmentation:
+    """A torchvision v2 pipeline applied to each image of a stored (uint8) training batch.
+
+    Each image gets its own seed drawn from the batch generator, and the pipeline runs under a
+    forked global RNG, so the result is a pure function of (seed, epoch, batch, position): a
+    resumed run draws exactly the same augmentation, and nothing leaks into the global RNG.
     """
 
-    layout: ImageLayout
-    max_shift: int
+    def __init__(self, layout: ImageLayout, options: AugmentOptions) -> None:
+        self.layout = layout
+        self.options = options
+        o = options
+        steps: list[Any] = []
+        if o.flip:
+            steps.append(v2.RandomHorizontalFlip())
+        if o.randaugment:
+            steps.append(v2.RandAugment(num_ops=o.randaugment, magnitude=o.randaugment_magnitude))
+        if o.jitter:
+            steps.append(v2.ColorJitter(brightness=o.jitter, contrast=o.jitter))
+        if o.shift or o.rotate or o.scale != (1.0, 1.0):
+            steps.append(
+                v2.RandomAffine(
+                    degrees=o.rotate,
+                    translate=(o.shift, o.shift) if o.shift else None,
+                    scale=o.scale if o.scale != (1.0, 1.0) else None,
+                )
+            )
+        if o.erase:
+            steps.append(v2.RandomErasing(p=o.erase, scale=(0.02, 0.15), value=0))
+        self.pipeline = v2.Compose(steps) if steps else v2.Identity()
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        lay = self.layout
-        shape = x.shape
-        if lay.flat:
-            x = x.view(shape[0], lay.chans, lay.height, lay.width)
-        b, _, h, w = x.shape
-        flip = torch.rand(b, generator=generator) < 0.5
-        x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
-        s = self.max_shift
-        if s > 0:
-            dy = torch.randint(0, 2 * s + 1, (b,), generator=generator)
-            dx = torch.randint(0, 2 * s + 1, (b,), generator=generator)
-            padded = F.pad(x, (s, s, s, s), mode="replicate")
-            rows = (torch.arange(h).view(1, h) + dy.view(b, 1)).view(b, h, 1)
-            cols = (torch.arange(w).view(1, w) + dx.view(b, 1)).view(b, 1, w)
-            x = padded[torch.arange(b).view(b, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
-        x = x.contiguous()
-        return x.reshape(shape) if lay.flat else x
+        seeds = torch.randint(0, 2**62, (x.shape[0],), generator=generator).tolist()
+        out = torch.empty_like(x)
+        with torch.random.fork_rng(devices=[]):
+            for i, seed in enumerate(seeds):
+                torch.manual_seed(seed)
+                out[i] = self.pipeline(x[i])
+        return out
 
-
-def default_shift(layout: ImageLayout) -> int:
-    """Up to 1/12 of the shorter side: 4 px at 48 px, 18 px at 224 px."""
-    return max(1, round(min(layout.height, layout.width) / 12))
+    def __repr__(self) -> str:
+        return f"Augmentation({self.pipeline})"
