@@ -17,6 +17,7 @@ _LAZY: dict[str, str] = {
     "MetricMeter": "mtlkit.task",
     "MISSING_LABEL": "mtlkit.task",
     "Backbone": "mtlkit.backbone",
+    "Architecture": "mtlkit.architecture",
     "Weighter": "mtlkit.weighter",
     "Needs": "mtlkit.weighter",
     "WeighterInput": "mtlkit.weighter",
@@ -40,6 +41,7 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover - static re-exports for type checkers
+    from mtlkit.architecture import Architecture
     from mtlkit.backbone import Backbone
     from mtlkit.config import RunConfig, load_config
     from mtlkit.data import Batch, DataModule, DataSplits, TensorDataset

@@ -42,9 +42,6 @@ class Backbone(nn.Module, ABC):
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """Parameters of the last shared layer (GradNorm-style weighters read their gradients)."""
-        params: list[nn.Parameter] = []
-        for module in self.modules():
-            own = [p for p in module.parameters(recurse=False) if p.requires_grad]
-            if own:
-                params = own
-        return params
+        from mtlkit.architecture import last_layer
+
+        return last_layer(self)

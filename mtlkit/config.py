@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from mtlkit.plugins import PluginHost
 
 
+DEFAULT_ARCHITECTURE = "hps"
+"""The architecture of a config that names none. A config dict leaves a plain ``{name: hps}``
+out (:func:`config_to_dict`), so the configs, hashes and checkpoints written before
+architectures existed stay the same."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -129,6 +135,10 @@ class RunConfig(_Strict):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     backbone: Component
+    architecture: Component = Field(
+        default_factory=lambda: Component(name=DEFAULT_ARCHITECTURE),
+        description="how the backbone and the heads form the model; default hps (hard sharing)",
+    )
     tasks: list[TaskSpec] = Field(min_length=1)
     weighter: Component = Field(default_factory=lambda: Component(name="equal"))
     data: Component
@@ -292,10 +302,13 @@ class ResolvedRun:
     tasks: dict[str, Resolved]
     weighter: Resolved
     data: Resolved
+    architecture: Resolved
 
     def components(self) -> list[tuple[str, Resolved]]:
-        """Every component with its config path: backbone, weighter, data, tasks.<i>."""
-        fixed = [("backbone", self.backbone), ("weighter", self.weighter), ("data", self.data)]
+        """Every component with its config path: backbone, weighter, data, architecture,
+        tasks.<i>."""
+        fixed = [("backbone", self.backbone), ("weighter", self.weighter), ("data", self.data),
+                 ("architecture", self.architecture)]
         return fixed + [(f"tasks.{i}", r) for i, r in enumerate(self.tasks.values())]
 
 
@@ -324,6 +337,7 @@ def resolve_run(config: RunConfig, host: PluginHost) -> ResolvedRun:
         ("backbone", "backbones", config.backbone),
         ("weighter", "weighters", config.weighter),
         ("data", "datasets", config.data),
+        ("architecture", "architectures", config.architecture),
     ]
     parts += [(f"tasks.{i}", "tasks", t) for i, t in enumerate(config.tasks)]
     for prefix, kind, comp in parts:
@@ -338,17 +352,25 @@ def resolve_run(config: RunConfig, host: PluginHost) -> ResolvedRun:
             out[prefix] = resolved
     if errors:
         raise ConfigError("\n".join(errors))
-    return ResolvedRun(out["backbone"], tasks, out["weighter"], out["data"])
+    return ResolvedRun(out["backbone"], tasks, out["weighter"], out["data"], out["architecture"])
+
+
+def _drop_default_architecture(out: dict[str, Any]) -> dict[str, Any]:
+    if out.get("architecture") == {"name": DEFAULT_ARCHITECTURE}:
+        del out["architecture"]
+    return out
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
-    """A JSON-safe dict of the config (plugin options included)."""
-    return json.loads(config.model_dump_json())
+    """A JSON-safe dict of the config (plugin options included); the default architecture
+    without options is left out, so it hashes and compares like a config from before
+    architectures (naming it or not is the same run)."""
+    return _drop_default_architecture(json.loads(config.model_dump_json()))
 
 
 def resolved_config_dict(config: RunConfig, resolved: ResolvedRun) -> dict[str, Any]:
     """The config with each component's options validated and every default filled in."""
-    out = config_to_dict(config)
+    out = json.loads(config.model_dump_json())
     for path, r in resolved.components():
         node: Any = out
         *parents, last = path.split(".")
@@ -358,4 +380,4 @@ def resolved_config_dict(config: RunConfig, resolved: ResolvedRun) -> dict[str, 
         spec = node[key]
         keep = {k: spec[k] for k in ("name", "id", "target") if k in spec}
         node[key] = {**keep, **r.options.model_dump(mode="json")}
-    return out
+    return _drop_default_architecture(out)

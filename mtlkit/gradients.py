@@ -11,9 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from mtlkit import distributed as D
+from mtlkit.architecture import Architecture
 from mtlkit.data import Batch
 from mtlkit.errors import NonFiniteLossError, WeighterError
-from mtlkit.model import MultiTaskModel
 from mtlkit.task import Task
 from mtlkit.weighter import Needs, Update, Weighter, WeighterInput
 
@@ -99,6 +99,9 @@ class GradientEngine:
       only until the last task.
 
     On both gradient paths each head gets its own loss gradient times ``Update.head_weights``.
+    What is shared, the representation and the last shared layer all come from the model's
+    architecture (:class:`mtlkit.architecture.Architecture`); a "head" here is everything one
+    task owns (``task_parameters``), its branch included.
     After the backward, every task's ``update_state`` sees the step's outputs (training only).
 
     Under torch.distributed the weighter sees global values on every rank: loss values are
@@ -108,7 +111,7 @@ class GradientEngine:
 
     def __init__(
         self,
-        model: MultiTaskModel,
+        model: Architecture,
         tasks: Sequence[Task],
         weighter: Weighter,
         targets: Sequence[str] | None = None,
@@ -133,13 +136,11 @@ class GradientEngine:
         self.shared = model.shared_parameters()
         self.shared_numel = sum(p.numel() for p in self.shared)
         self.last = (
-            [p for p in model.backbone.last_shared_parameters() if p.requires_grad]
+            [p for p in model.last_shared_parameters() if p.requires_grad]
             if self.needs.grads == "last_layer"
             else []
         )
-        self.head_params = [
-            [p for p in model.heads[t.name].parameters() if p.requires_grad] for t in self.tasks
-        ]
+        self.head_params = [model.task_parameters(t.name) for t in self.tasks]
         self._buffer: Tensor | None = None
 
     # --- pieces ----------------------------------------------------------------------------
@@ -306,10 +307,10 @@ class GradientEngine:
         self, batch: Batch, step: int | None, epoch: int | None
     ) -> tuple[StepResult, dict[str, Any]]:
         with self.autocast():
-            features = self.model.backbone(batch["input"])
+            features = self.model.forward_shared(batch["input"])
         z = features.detach().requires_grad_(True)
         with self.autocast():
-            outputs = self.model.forward_heads(z)
+            outputs = self.model.forward_tasks(z)
             per_task = self.task_losses(outputs, batch)
         losses = D.all_mean(torch.stack(per_task))
         self._guard(losses, step)

@@ -13,6 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from mtlkit.registry import (
+        ArchitectureRegistry,
         BackboneRegistry,
         DatasetRegistry,
         TaskRegistry,
@@ -42,3 +43,8 @@ def register_weighters(registry: WeighterRegistry) -> None:
 @_hookspec
 def register_datasets(registry: DatasetRegistry) -> None:
     """Add datasets (data modules)."""
+
+
+@_hookspec
+def register_architectures(registry: ArchitectureRegistry) -> None:
+    """Add architectures: how a backbone and the heads form the multi-task model."""

@@ -19,6 +19,7 @@ import pluggy
 from mtlkit import hookspecs
 from mtlkit.errors import PluginError
 from mtlkit.registry import (
+    ArchitectureRegistry,
     BackboneRegistry,
     DatasetRegistry,
     Registry,
@@ -35,6 +36,7 @@ KINDS: dict[str, str] = {
     "backbones": "register_backbones",
     "weighters": "register_weighters",
     "datasets": "register_datasets",
+    "architectures": "register_architectures",
 }
 
 
@@ -132,6 +134,7 @@ class PluginHost:
             "backbones": BackboneRegistry(),
             "weighters": WeighterRegistry(),
             "datasets": DatasetRegistry(),
+            "architectures": ArchitectureRegistry(),
         }
         infos: list[PluginInfo] = []
         # builtins first so their names win clashes in reports, then plugins by name
@@ -176,7 +179,8 @@ class PluginHost:
         self._cache_key = key
 
     def registry(self, kind: str) -> Registry:
-        """The registry of ``kind`` (``tasks``, ``backbones``, ``weighters`` or ``datasets``)."""
+        """The registry of ``kind``: ``tasks``, ``backbones``, ``weighters``, ``datasets`` or
+        ``architectures``."""
         self._build()
         return self._registries[kind]
 
@@ -195,6 +199,10 @@ class PluginHost:
     @property
     def datasets(self) -> Registry:
         return self.registry("datasets")
+
+    @property
+    def architectures(self) -> Registry:
+        return self.registry("architectures")
 
     def plugins(self) -> list[PluginInfo]:
         """Working plugins with what they register."""

@@ -196,3 +196,8 @@ class WeighterRegistry(Registry):
 class DatasetRegistry(Registry):
     kind = "dataset"
     interface = "mtlkit.data:DataModule"
+
+
+class ArchitectureRegistry(Registry):
+    kind = "architecture"
+    interface = "mtlkit.architecture:Architecture"

@@ -41,3 +41,9 @@ def register_datasets(registry: Registry) -> None:
         "mtlkit.builtin.synthetic:SyntheticData",
         summary="Gaussian clusters with one label factor per task",
     )
+
+
+@hookimpl
+def register_architectures(registry: Registry) -> None:
+    registry.add("hps", "mtlkit.model:MultiTaskModel",
+                 summary="hard parameter sharing: one backbone, one head per task (the default)")
