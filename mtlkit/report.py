@@ -143,6 +143,8 @@ class Record:
     test: dict[str, dict[str, Any]]
     tasks: list[str]
     config: dict[str, Any]
+    seconds: float | None = None
+    """What the cell cost: its epochs (across resumes) plus the final evaluation."""
 
     @property
     def pair_key(self) -> tuple[str, str]:
@@ -192,7 +194,20 @@ def _record(run_dir: Path, cell: dict[str, Any] | None) -> Record | None:
     return Record(
         name=run_dir.name, dir=run_dir, label=label, kind=kind, task=task, weight=weight,
         fold=fold, seed=seed, context=context, test=test, tasks=tasks, config=config,
+        seconds=_cost(results.get("timing")),
     )
+
+
+def _cost(timing: Any) -> float | None:
+    """Seconds a run took: ``epoch_seconds`` (every epoch, across resumes) or, for runs from
+    before it was kept, ``train_seconds``; plus ``eval_seconds``."""
+    if not isinstance(timing, dict):
+        return None
+    train = timing.get("epoch_seconds", timing.get("train_seconds"))
+    if not _is_number(train):
+        return None
+    evals = timing.get("eval_seconds")
+    return float(train) + (float(evals) if _is_number(evals) else 0.0)
 
 
 def collect(source: str | Path) -> tuple[list[Record], Path, list[str]]:
@@ -454,6 +469,7 @@ def build_report(
                     m: describe([v for v in (_value(r, m) for r in rs) if v is not None])
                     for m in chosen
                 },
+                "minutes": describe([r.seconds / 60 for r in rs if r.seconds is not None]),
             })
         scored = [
             (m["stats"][first]["mean"], m["label"])
@@ -545,12 +561,18 @@ def render_markdown(report: dict[str, Any], source: str, missing: Sequence[str] 
         has_dm = bool(ctx["delta_m"])
         if has_dm:
             head.append("Δm% ↑")
+        head += ["min/cell", "min total"]
         md += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in ctx["methods"]:
             n = max(s["n"] for s in m["stats"].values())
             row = [f"`{m['label']}`", str(n), *[_cell(m["stats"][k]) for k in metrics]]
             if has_dm:
                 row.append(_cell(ctx["delta_m"][m["label"]], 2))
+            minutes = m["minutes"]
+            row += [
+                _f(minutes["mean"], 2),
+                _f(minutes["mean"] * minutes["n"], 1) if minutes["n"] else "n/a",
+            ]
             md.append("| " + " | ".join(row) + " |")
         if has_dm:
             md += ["", "Δm%: the mean relative difference to the single-task cells of the same"

@@ -526,7 +526,8 @@ class SweepRunner:
             if state == "done":
                 entry["status"] = "skipped"
                 results = _read_json(cell.dir / "results.json") or {}
-                entry["seconds"] = (results.get("timing") or {}).get("train_seconds")
+                timing = results.get("timing") or {}
+                entry["seconds"] = timing.get("epoch_seconds", timing.get("train_seconds"))
             elif state == "invalid":
                 entry.update(status="failed", error=cell.error)
             else:

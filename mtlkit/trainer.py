@@ -547,6 +547,7 @@ class Trainer:
             metrics = self.evaluate("val")
             row["val"] = metrics
             self._select(metrics)
+        row["seconds"] = round(time.perf_counter() - self._epoch_t0, 3)  # with validation
         s.history.append(row)
         self.log.log_epoch(row)
         if self._epoch_lines:
@@ -680,6 +681,11 @@ class Trainer:
             "versions": versions(),
             "timing": {
                 "train_seconds": round(train_seconds, 3),
+                # every epoch's training time, across resumes (an interrupted epoch counts from
+                # the resume on): what the run cost, where train_seconds is this process's share
+                "epoch_seconds": round(
+                    math.fsum(h.get("seconds", 0.0) for h in self.state.history), 3
+                ),
                 "eval_seconds": round(time.perf_counter() - t0, 3),
             },
         }

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from mtlkit.cli import main
-from mtlkit.report import build_report, collect, sign_test, t_quantile_975, wilcoxon
+from mtlkit.report import (
+    build_report,
+    collect,
+    render_markdown,
+    sign_test,
+    t_quantile_975,
+    wilcoxon,
+)
 
 TASKS = [{"name": "classification", "id": "a"}, {"name": "classification", "id": "b"}]
 
@@ -256,3 +263,23 @@ def test_trajectories_come_from_the_epoch_means_without_a_step_log(tmp_path: Pat
     traj = _trajectory(records[0])
     assert traj is not None and traj["epoch"] == [0, 2]
     assert traj["weight/a"] == [0.3, 0.9] and traj["diag/cos_mean"] == [0.2, -0.4]
+
+
+def test_cost_per_cell_counts_every_epoch_and_the_evaluation(tmp_path: Path) -> None:
+    """``epoch_seconds`` (summed across resumes) is preferred to this process's
+    ``train_seconds``; runs from before it fall back to ``train_seconds``."""
+    root = tmp_path / "runs"
+    timings = [
+        {"train_seconds": 10.0, "epoch_seconds": 90.0, "eval_seconds": 30.0},  # resumed: 2 min
+        {"train_seconds": 60.0, "eval_seconds": 0.0},  # an older run: 1 min
+    ]
+    for fold, timing in enumerate(timings):
+        _cell(root, "dyn", fold, {"a": {"accuracy": 0.5}, "b": {"accuracy": 0.5}})
+        run = next(p for p in root.iterdir() if f"fold{fold}" in p.name)
+        results = json.loads((run / "results.json").read_text())
+        (run / "results.json").write_text(json.dumps({**results, "timing": timing}))
+    records, _, _ = collect(root)
+    report = build_report(records, metrics=["a/accuracy"], trajectories=False)
+    minutes = report["contexts"][0]["methods"][0]["minutes"]
+    assert minutes["n"] == 2 and minutes["mean"] == pytest.approx(1.5)
+    assert "| 1.50 | 3.0 |" in render_markdown(report, "runs")

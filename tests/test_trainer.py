@@ -39,7 +39,12 @@ def test_loss_decreases_and_outputs_written(tmp_path: Path, host: PluginHost) ->
     assert len(rows) == trainer.state.step == 6 * trainer.steps_per_epoch
     epochs = [json.loads(x) for x in (trainer.run_dir / "epochs.jsonl").read_text().splitlines()]
     assert len(epochs) == 6 and "val" in epochs[0]
-    # each epoch keeps its training means, so a report needs no per-step log
+    # each epoch keeps its time (summed across resumes in timing.epoch_seconds) and its
+    # training means, so a report needs no per-step log
+    assert all(row["seconds"] > 0 for row in epochs)
+    assert saved["timing"]["epoch_seconds"] == pytest.approx(
+        sum(row["seconds"] for row in epochs), abs=1e-2
+    )
     for e, row in enumerate(epochs):
         mine = [r for r in rows if r["epoch"] == e]
         for key in ("loss/a", "loss/b", "weight/a", "weight/b"):
