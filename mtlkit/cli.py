@@ -13,6 +13,8 @@ from mtlkit import __version__
 _EPILOG = """examples:
   mtlkit train configs/demo.yaml -o trainer.epochs=3 -o output_dir=runs/x
   mtlkit evaluate configs/demo.yaml -o output_dir=runs/x --checkpoint runs/x/last.pt
+  mtlkit predict configs/demo.yaml --checkpoint runs/x/last.pt faces/ --out preds.csv
+  mtlkit export configs/demo.yaml --checkpoint runs/x/last.pt --format onnx --out model.onnx
   mtlkit train configs/demo.yaml -o 'weighter={name: equal}'   # -o replaces a whole section
   mtlkit train configs/demo.yaml -o weighter.name=dwa -o weighter.lr=~   # ~ deletes a key
 """
@@ -72,6 +74,49 @@ def _parser() -> argparse.ArgumentParser:
     overrides(ev)
     ev.add_argument("--checkpoint", required=True, help="checkpoint file (loaded weights-only)")
     ev.add_argument("--split", default="test", help="split to evaluate (default: test)")
+
+    pr = sub.add_parser(
+        "predict",
+        help="run a checkpoint on image files, folders or manifests; one row per image",
+        description="Predict every task for each input file (docs/predict-export.md). Writes"
+        " CSV or JSON lines (by --out's suffix; JSON lines on stdout without --out); per-image"
+        " arrays (embeddings) go to <out stem>.<task>.<name>.npy, row i for row i.",
+    )
+    overrides(pr)
+    pr.add_argument("--checkpoint", required=True, help="checkpoint file (loaded weights-only)")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or manifest")
+    pr.add_argument("--out", metavar="FILE", help="output file: .csv or .jsonl")
+    pr.add_argument(
+        "--pairs",
+        metavar="FILE",
+        help="CSV with columns first,second naming inputs: score each pair (verification) with"
+        " the run's recorded threshold; rows go to <out stem>.pairs.<suffix>",
+    )
+    pr.add_argument(
+        "--threshold", type=float, help="decision threshold for --pairs instead of the run's"
+    )
+    pr.add_argument(
+        "--on-bad-image",
+        choices=["error", "skip"],
+        default="error",
+        help="an unreadable input stops the command (error, the default) or gets a row with"
+        " its error and no prediction (skip)",
+    )
+    pr.add_argument("--batch-size", type=int, metavar="N", help="default: trainer.eval_batch_size")
+    pr.add_argument("--force", action="store_true", help="replace existing output files")
+
+    ex = sub.add_parser(
+        "export",
+        help="export a checkpoint's backbone and heads (ONNX, TorchScript, torch.export)",
+        description="Export the model with a sidecar JSON (<out>.json) describing its input"
+        " (size, channels, mean, std) and outputs (names, shapes, class names); the exported"
+        " file is checked against the PyTorch model before it is written (docs/predict-export.md).",
+    )
+    overrides(ex)
+    ex.add_argument("--checkpoint", required=True, help="checkpoint file (loaded weights-only)")
+    ex.add_argument("--format", required=True, help="onnx, torchscript or exported-program")
+    ex.add_argument("--out", required=True, metavar="FILE", help="the exported model file")
+    ex.add_argument("--force", action="store_true", help="replace existing output files")
 
     pl = sub.add_parser("plugins", help="list installed plugins and what they register")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
@@ -220,6 +265,62 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mtlkit import predict as P
+    from mtlkit.config import load_config
+    from mtlkit.errors import ConfigError
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size: must be at least 1, got {args.batch_size}")
+    fmt = P.output_format(args.out) if args.out else "jsonl"
+    if args.out:  # fail before any work on an output that exists
+        P.refuse_existing(list(P.output_paths(args.out, [], bool(args.pairs)).values()), args.force)
+    if args.threshold is not None and not args.pairs:
+        raise ConfigError("--threshold applies to --pairs, which is not given")
+    config = load_config(args.config, args.override)
+    run = P.load_run(config, args.checkpoint)
+    preds = P.predict_files(
+        run, args.inputs, on_bad_image=args.on_bad_image, batch_size=args.batch_size
+    )
+    pairs = P.score_pairs(run, preds, args.pairs, args.threshold) if args.pairs else None
+    if not args.out:
+        rows = [
+            {**r, **{k: a[i] for k, a in preds.arrays.items()}} for i, r in enumerate(preds.rows)
+        ]
+        print(P.format_rows(rows, "jsonl"), end="")
+        if pairs is not None:
+            print(P.format_rows(pairs, "jsonl"), end="")
+        return 0
+    paths = P.output_paths(args.out, list(preds.arrays), pairs is not None)
+    P.refuse_existing(list(paths.values()), args.force)
+    files: dict[Path, bytes | str] = {paths["rows"]: P.format_rows(preds.rows, fmt)}
+    files.update({paths[k]: P.npy_bytes(a) for k, a in preds.arrays.items()})
+    if pairs is not None:
+        files[paths["pairs"]] = P.format_rows(pairs, fmt)
+    P.write_outputs(files)
+    print(f"wrote {', '.join(str(p) for p in files)} ({len(preds.rows)} inputs)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mtlkit.config import load_config
+    from mtlkit.export import check_target, export_run, sidecar_path
+    from mtlkit.predict import load_run, refuse_existing
+
+    target = check_target(args.format, args.out)
+    refuse_existing([target, sidecar_path(target)], args.force)
+    run = load_run(load_config(args.config, args.override), args.checkpoint)
+    content = export_run(run, args.format, args.out, force=args.force)
+    worst = max(content["check"]["max_abs_diff"].values(), default=0.0)
+    print(
+        f"wrote {args.out} and {sidecar_path(args.out)} ({args.format}; outputs match PyTorch"
+        f" within {worst:.2g} on {content['check']['samples']} samples)"
+    )
+    return 0
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from mtlkit.errors import ConfigError
     from mtlkit.sweep import SweepRunner, dry_run, load_sweep, validate_cells
@@ -279,6 +380,8 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
 COMMANDS = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
+    "predict": _cmd_predict,
+    "export": _cmd_export,
     "plugins": _cmd_plugins,
     "config": _cmd_config,
     "sweep": _cmd_sweep,

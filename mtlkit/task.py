@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -23,6 +23,20 @@ class MetricSpec:
 
     name: str
     higher_is_better: bool = True
+
+
+@dataclass
+class TaskPrediction:
+    """One task's predictions for a batch, as ``mtlkit predict`` writes them.
+
+    ``columns`` are row fields with one value per sample (str, int, float or bool): the key
+    ``""`` is the task's own column (named after the task), any other key ``k`` becomes
+    ``<task>.<k>``. ``arrays`` are per-sample tensors ``[B, ...]`` too wide for a row (an
+    embedding); they are saved as ``.npy`` files whose row i is the output's row i.
+    """
+
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+    arrays: dict[str, Tensor] = field(default_factory=dict)
 
 
 class MetricMeter(ABC):
@@ -102,6 +116,64 @@ class Task(ABC):
             f"task {self.name!r} ({type(self).__name__}) defines no per-step metric"
         )
 
+    # --- using the trained model (``mtlkit predict`` / ``mtlkit export``) ---------------------
+    def inference_outputs(self, output: Any) -> dict[str, Tensor]:
+        """The head output as named per-sample tensors ``[B, ...]``.
+
+        This is what an exported model returns (as outputs ``<task>.<name>``) and what
+        :meth:`predict` reads, so both see the same numbers. It is traced, so tensor operations
+        only. Default: a tensor is ``{"output": it}``; a mapping keeps its tensor entries.
+        """
+        if isinstance(output, Tensor):
+            return {"output": output}
+        if isinstance(output, Mapping):
+            return {str(k): v for k, v in output.items() if isinstance(v, Tensor)}
+        raise CapabilityError(
+            f"task {self.name!r} ({type(self).__name__}) returns {type(output).__name__}, not a"
+            " tensor or a mapping of tensors; override inference_outputs to name its outputs"
+        )
+
+    def predict(self, outputs: Mapping[str, Tensor]) -> TaskPrediction:
+        """Row values from one batch of :meth:`inference_outputs`.
+
+        Default (no knowledge of what the numbers mean): an output of shape ``[B]`` or ``[B, 1]``
+        becomes a number column, a wider one an array. Classification-like tasks override this
+        to name the predicted class and its probabilities.
+        """
+        pred = TaskPrediction()
+        for key, value in outputs.items():
+            name = "" if len(outputs) == 1 else key
+            flat = value.detach().float().cpu()
+            if flat.ndim == 1 or (flat.ndim == 2 and flat.shape[1] == 1):
+                pred.columns[name] = flat.reshape(-1).tolist()
+            else:
+                pred.arrays[key] = flat
+        return pred
+
+    def describe_outputs(self, recorded: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """What each inference output means (class names, sizes, how to compare), by output
+        name, for the sidecar JSON of an exported model. ``recorded``: the task's validation
+        metrics at the checkpoint's step (e.g. a decision threshold). Default: nothing."""
+        return {}
+
+    def score_pairs(
+        self,
+        outputs: Mapping[str, Tensor],
+        first: Tensor,
+        second: Tensor,
+        recorded: Mapping[str, Any],
+        threshold: float | None = None,
+    ) -> dict[str, list[Any]] | None:
+        """Compare samples pairwise (verification): columns with one value per pair, or None
+        when this task does not compare samples (the default).
+
+        ``outputs`` holds every sample's :meth:`inference_outputs`; pair ``p`` compares rows
+        ``first[p]`` and ``second[p]``. ``recorded`` is the task's validation metrics at the
+        checkpoint's step, where the run's decision threshold is found; ``threshold``, when
+        given, replaces it.
+        """
+        return None
+
     def update_state(self, output: Any, target: Tensor) -> None:
         """Update state the optimizer does not train (e.g. moving-average class centres).
 
@@ -117,3 +189,21 @@ def accuracy_from_logits(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor
     """Fraction of labelled samples whose argmax equals the target (0 when none is labelled)."""
     hits = (logits.argmax(dim=-1) == target) & mask
     return hits.sum().to(torch.float32) / mask.sum().clamp_min(1).to(torch.float32)
+
+
+def class_columns(
+    logits: Tensor, class_names: list[str], *, probabilities: bool = True
+) -> dict[str, list[Any]]:
+    """Prediction columns of a softmax classifier: the predicted class's name (column ``""``),
+    its probability (``confidence``) and, with ``probabilities``, every class's (``prob.<name>``).
+    """
+    probs = logits.detach().float().softmax(dim=-1).cpu()
+    confidence, index = probs.max(dim=-1)
+    columns: dict[str, list[Any]] = {
+        "": [class_names[i] for i in index.tolist()],
+        "confidence": confidence.tolist(),
+    }
+    if probabilities:
+        for k, name in enumerate(class_names):
+            columns[f"prob.{name}"] = probs[:, k].tolist()
+    return columns

@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtlkit.options import Options
-from mtlkit.task import MetricMeter, MetricSpec, Task, accuracy_from_logits
+from mtlkit.task import (
+    MetricMeter,
+    MetricSpec,
+    Task,
+    TaskPrediction,
+    accuracy_from_logits,
+    class_columns,
+)
 
 
 class ClassificationOptions(Options):
@@ -55,6 +62,9 @@ class ClassificationTask(Task):
 
     def build_head(self, feature_dim: int, info: Mapping[str, Any]) -> nn.Module:
         self.num_classes = int(info["num_classes"])
+        names = info.get("class_names")
+        ok = names is not None and len(names) == self.num_classes
+        self.class_names = [str(n) for n in (names if ok else range(self.num_classes))]
         hidden = self.options.hidden_dim
         if hidden:
             return nn.Sequential(
@@ -75,3 +85,19 @@ class ClassificationTask(Task):
 
     def step_metric(self, output: Tensor, target: Tensor) -> Tensor:
         return accuracy_from_logits(output.detach(), target, self.labelled_mask(target))
+
+    def inference_outputs(self, output: Tensor) -> dict[str, Tensor]:
+        return {"logits": output}
+
+    def predict(self, outputs: Mapping[str, Tensor]) -> TaskPrediction:
+        """The predicted class name, its probability and every class's probability."""
+        return TaskPrediction(columns=class_columns(outputs["logits"], self.class_names))
+
+    def describe_outputs(self, recorded: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        return {
+            "logits": {
+                "kind": "class logits",
+                "class_names": list(self.class_names),
+                "probabilities": "softmax over the last axis",
+            }
+        }

@@ -17,11 +17,19 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from mtlkit import distributed as D
-from mtlkit.errors import ConfigError
+from mtlkit.errors import CheckpointError, ConfigError
 from mtlkit.options import Options
-from mtlkit.task import MetricMeter, MetricSpec, Task, accuracy_from_logits
+from mtlkit.task import (
+    MetricMeter,
+    MetricSpec,
+    Task,
+    TaskPrediction,
+    accuracy_from_logits,
+    class_columns,
+)
 from mtlkit_face.metrics.verification import (
     DEFAULT_FOLDS,
+    best_threshold,
     cosine_scores,
     kfold_threshold_accuracy,
     make_pairs,
@@ -39,6 +47,9 @@ from mtlkit_face.tasks.heads import (
 
 TAR_FAR = 1e-2
 TAR_METRIC = "tar_at_far_1e-2"
+THRESHOLD_METRIC = "verification_threshold"
+"""The cosine threshold (same person when above) most accurate on all of a split's pairs: the
+run's decision threshold for new pairs, read from the validation metrics by ``mtlkit predict``."""
 
 
 class CenterLossOptions(Options):
@@ -178,6 +189,9 @@ class FaceIdentityMeter(MetricMeter):
             scores, pairs.same, o.verification_folds
         ).accuracy
         out["verification_auc"] = roc_auc(scores, pairs.same)
+        threshold, _ = best_threshold(scores, pairs.same)
+        if np.isfinite(threshold):
+            out[THRESHOLD_METRIC] = threshold
         tar = tar_at_far(scores, pairs.same, TAR_FAR)
         if tar is not None:
             out[TAR_METRIC] = tar
@@ -254,3 +268,59 @@ class FaceIdentityTask(Task):
 
     def step_metric(self, output: Any, target: Tensor) -> Tensor:
         return accuracy_from_logits(output["logits"].detach(), target, self.labelled_mask(target))
+
+    # --- using the trained model -------------------------------------------------------------
+    def inference_outputs(self, output: Any) -> dict[str, Tensor]:
+        """Logits and the raw embedding; the centres are parameters, not per-sample outputs."""
+        return {"logits": output["logits"], "embedding": output["embedding"]}
+
+    def predict(self, outputs: Mapping[str, Tensor]) -> TaskPrediction:
+        """The closest training identity (a closed-set guess: new people get someone's name, so
+        use ``confidence`` or pairs) and the L2-normalised embedding that verification compares."""
+        return TaskPrediction(
+            columns=class_columns(outputs["logits"], self.class_names, probabilities=False),
+            arrays={"embedding": F.normalize(outputs["embedding"].detach().float(), dim=1).cpu()},
+        )
+
+    def describe_outputs(self, recorded: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        threshold = recorded.get(THRESHOLD_METRIC)
+        return {
+            "logits": {
+                "kind": "class logits over the training identities",
+                "class_names": list(self.class_names),
+                "probabilities": "softmax over the last axis",
+            },
+            "embedding": {
+                "kind": "identity embedding",
+                "size": self.options.embedding_dim,
+                "compare": "cosine similarity of the L2-normalised embeddings",
+                "same_person_when": "cosine > threshold",
+                "threshold": threshold,
+            },
+        }
+
+    def score_pairs(
+        self,
+        outputs: Mapping[str, Tensor],
+        first: Tensor,
+        second: Tensor,
+        recorded: Mapping[str, Any],
+        threshold: float | None = None,
+    ) -> dict[str, list[Any]]:
+        """Cosine score of each pair, and ``same`` when it passes the run's threshold (the one
+        most accurate on the validation pairs at the checkpoint's step)."""
+        if threshold is None:
+            value = recorded.get(THRESHOLD_METRIC)
+            if value is None:
+                raise CheckpointError(
+                    f"task {self.name!r}: the run recorded no {THRESHOLD_METRIC} for this"
+                    " checkpoint (no validation pairs at its step, or a run from before"
+                    " mtlkit 0.2); pass --threshold"
+                )
+            threshold = float(value)
+        scores = cosine_scores(outputs["embedding"], first, second)
+        return {
+            "score": scores.tolist(),
+            "same": (scores > threshold).tolist(),
+            "threshold": [threshold] * len(scores),
+        }

@@ -1,0 +1,85 @@
+"""New image files for ``mtlkit predict``: what an input names, decoded like the training data.
+
+Mixed into every face dataset, so a trained face model reads new images exactly as it read its
+training images (the same mode conversions and resize, ``mtlkit_face.data.images.decode``). An
+input is an image file, a folder (searched recursively, hidden entries skipped) or a manifest CSV
+in the face-data format (``mtlkit_face.data.manifest``: its ``path`` column, resolved and checked
+the same way).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from mtlkit.errors import DataError
+from mtlkit.predict import InputFile
+from mtlkit_face.data.images import BadImage, decode
+from mtlkit_face.data.records import natural_key
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm")
+"""What a folder input is searched for (case-insensitive)."""
+MANIFEST_SUFFIXES = (".csv", ".tsv")
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    found = [
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    ]
+    return sorted(found, key=lambda p: natural_key(str(p.relative_to(folder))))
+
+
+def _manifest_images(manifest: Path) -> list[InputFile]:
+    from mtlkit_face.data.manifest import read_manifest_table  # imports the dataset classes
+
+    records, _, _ = read_manifest_table(manifest, None)
+    folder = os.path.dirname(os.path.abspath(manifest))
+    return [
+        InputFile(
+            path=str(r.path),
+            name=os.path.join(str(manifest.parent), os.path.relpath(str(r.path), folder)),
+            origin=r.origin,
+        )
+        for r in records
+    ]
+
+
+class FaceInputFiles:
+    """The :class:`mtlkit.predict.ReadsInputFiles` capability of the face datasets."""
+
+    def list_input_files(self, source: str) -> list[InputFile]:
+        """The images ``source`` names: itself, a folder's images, or a manifest's rows."""
+        path = Path(source).expanduser()
+        if path.is_dir():
+            images = _folder_images(path)
+            if not images:
+                raise DataError(
+                    f"input folder {source} holds no image files"
+                    f" ({', '.join('*' + s for s in IMAGE_SUFFIXES)}, searched recursively)"
+                )
+            return [InputFile(path=str(p), name=str(p)) for p in images]
+        if not path.exists():
+            raise DataError(f"input {source} does not exist")
+        if path.suffix.lower() in MANIFEST_SUFFIXES:
+            return _manifest_images(path)
+        return [InputFile(path=str(path), name=source)]
+
+    def read_input_file(self, path: str, like: torch.Tensor) -> torch.Tensor:
+        """``path`` decoded to a stored sample shaped like ``like`` (uint8 ``[C, H, W]``): any
+        mode converted to its channels and resized to its size, as in training."""
+        if like.ndim != 3 or like.dtype != torch.uint8:
+            raise DataError(
+                f"cannot read {path} for this model: its data holds {like.dtype} samples of"
+                f" shape {tuple(like.shape)}, not uint8 images [C, H, W]"
+            )
+        try:
+            array = decode(path, int(like.shape[0]), (int(like.shape[1]), int(like.shape[2])))
+        except BadImage as bad:
+            raise DataError(str(bad)) from None
+        return torch.tensor(array)  # a copy: decode caches its arrays (read-only)
