@@ -9,10 +9,11 @@ How blocks are selected, by the fence's language:
 - ``bash``/``sh``/``console``: each command line (``\\``-continued lines joined, ``# comments``
   dropped, a ``.venv/bin/`` prefix allowed) that starts with ``mtlkit``:
   ``mtlkit plugins``, ``mtlkit config schema``, ``--help`` and ``--version`` are run (a subprocess
-  of this Python); ``mtlkit config validate`` is run in-process; ``mtlkit train`` and
-  ``mtlkit evaluate`` lines are parsed by the CLI's own parser and their config validated with the
-  same ``-o`` overrides (plugin options included) instead of trained. Other lines (``make``,
-  ``pip``, ``torchrun``, ``pytest``) are not collected. Commands run from the repository root.
+  of this Python); ``mtlkit config validate`` is run in-process; ``mtlkit train``,
+  ``evaluate``, ``predict`` and ``export`` lines are parsed by the CLI's own parser and their
+  config validated with the same ``-o`` overrides (plugin options included) instead of run.
+  Other lines (``make``, ``pip``, ``torchrun``, ``pytest``) are not collected. Commands run
+  from the repository root.
 - ``yaml`` blocks holding a whole run config (``backbone``, ``tasks`` and ``data`` at the top) are
   validated; fragments are not collected. Other languages (``toml``, ``text``, ``mermaid``) are not.
 
@@ -263,7 +264,9 @@ def run_command(
         assert "valid" in captured.out
         return
     parsed = _parser().parse_args(args)  # exits (fails) on a bad command line
-    assert parsed.command in ("train", "evaluate"), f"no rule for {shlex.join(argv)}"
+    assert parsed.command in ("train", "evaluate", "predict", "export"), (
+        f"no rule for {shlex.join(argv)}"
+    )
     config = mtlkit.config.load_config(ROOT / parsed.config, parsed.override)
     mtlkit.config.resolve_run(config, get_plugin_manager())
 

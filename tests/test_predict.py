@@ -147,7 +147,7 @@ def test_predict_on_a_dataset_that_reads_no_files(
 
 
 @pytest.mark.bad_input("predict or export")
-def test_pairs_on_a_run_without_a_comparing_task(
+def test_threshold_without_pairs(
     core_run: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     config, ckpt = core_run
