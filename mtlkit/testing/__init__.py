@@ -1,4 +1,4 @@
-"""mtlkit's conformance kit: point it at your weighter, task, backbone or dataset.
+"""mtlkit's conformance kit: point it at your weighter, task, backbone, dataset or architecture.
 
 In the spirit of scikit-learn's ``check_estimator``: each ``check_*`` function runs every check of
 one component and raises a single AssertionError naming each violated property; each ``*_checks``
@@ -22,6 +22,7 @@ from mtlkit.testing._checks import (
     registered,
     run_checks,
 )
+from mtlkit.testing.architectures import architecture_checks, check_architecture
 from mtlkit.testing.backbones import backbone_checks, check_backbone
 from mtlkit.testing.data import check_datamodule, datamodule_checks
 from mtlkit.testing.tasks import check_task, task_checks
@@ -41,7 +42,9 @@ __all__ = [
     "FakeTrainer",
     "SkipCheck",
     "WeighterTraits",
+    "architecture_checks",
     "backbone_checks",
+    "check_architecture",
     "check_backbone",
     "check_datamodule",
     "check_task",

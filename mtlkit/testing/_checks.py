@@ -89,9 +89,9 @@ def parametrize_checks(checks: Sequence[Check]) -> Any:
 def registered(kind: str, dist: str, *, host: PluginHost | None = None) -> dict[str, type]:
     """Every class distribution ``dist`` registers under ``kind``, by name, resolved (checked).
 
-    ``kind`` is ``tasks``, ``backbones``, ``weighters`` or ``datasets``. Test lists derived from
-    this cannot forget a name; an empty result is an error (is the plugin installed?), never a
-    silently empty parametrisation.
+    ``kind`` is ``tasks``, ``backbones``, ``weighters``, ``datasets`` or ``architectures``. Test
+    lists derived from this cannot forget a name; an empty result is an error (is the plugin
+    installed?), never a silently empty parametrisation.
     """
     from mtlkit.plugins import PluginHost
 
