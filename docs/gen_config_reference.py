@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "config-reference.md"
 KINDS = [
     ("backbones", "Backbones", "backbone"),
+    ("architectures", "Architectures", "architecture"),
     ("tasks", "Tasks", "tasks[]"),
     ("weighters", "Weighters", "weighter"),
     ("datasets", "Datasets", "data"),
