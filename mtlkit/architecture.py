@@ -140,8 +140,11 @@ class Architecture(nn.Module, ABC):
         return self.branches(unpack(z, self._shapes))
 
     def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Any]]:
-        z = self.forward_shared(x)
-        return z, self.forward_tasks(z)
+        # the same as forward_tasks(forward_shared(x)), without storing the cut's shapes on the
+        # module, so the forward has no side effect (torch.export, torch.compile)
+        parts = self.trunk(x)
+        z = pack(parts)
+        return z, self.branches(unpack(z, [p.shape[1:] for p in parts]))
 
     def task_parameters(self, name: str) -> list[nn.Parameter]:
         """Trainable parameters only task ``name`` uses, in a fixed order."""

@@ -45,3 +45,13 @@ def test_single_task(name: str) -> None:
     """T = 1 builds and runs (cross-stitch then has one column and a unit of weight 1)."""
     _, out = build(name, VARIANTS[name][0], ("only",))(X)
     assert out["only"].shape == (4, 3)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_torch_export(name: str) -> None:
+    """The forward has no side effect: every architecture exports and the program agrees."""
+    model = build(name, VARIANTS[name][0]).eval()
+    program = torch.export.export(model, (X,))
+    got, want = program.module()(X)[1], model(X)[1]
+    for task in want:
+        assert torch.allclose(got[task], want[task], atol=1e-5), task
