@@ -160,3 +160,31 @@ def test_trainer_fits_with_another_architecture(tmp_path: Path, arch_host: Plugi
     results = Trainer(cfg, arch_host).fit()
     assert results["config"]["architecture"] == {"name": "two_tower", "own": 4}
     assert set(results["metrics"]["test"]) == {"a", "b"}
+
+
+class Leaky(TwoTower):
+    """Broken on purpose: a task's branch runs a shared layer after the cut."""
+
+    def branches(self, parts: Sequence[Tensor]) -> dict[str, Any]:
+        out = super().branches(parts)
+        leak = self.backbone.net[1].bias.sum()
+        return {n: o + leak for n, o in out.items()}
+
+
+def test_the_kit_catches_a_shared_layer_after_the_cut() -> None:
+    from mtlkit.builtin.mlp import MLPBackbone, MLPOptions
+    from mtlkit.testing import check_architecture
+
+    def make(cls: type[TwoTower]) -> TwoTower:
+        torch.manual_seed(0)
+        return cls(MLPBackbone(MLPOptions(hidden=[8])),
+                   {n: (lambda w: nn.Linear(w, 2)) for n in ("a", "b")})
+
+    x = torch.randn(4, 16)
+    check_architecture(lambda: make(TwoTower), x)
+    with pytest.raises(AssertionError) as err:
+        check_architecture(lambda: make(Leaky), x)
+    text = str(err.value)
+    assert "cut: task 'a''s output, computed from a detached representation, reaches" in text
+    assert "path-representation: path 'representation': gradient of backbone.net.1.bias" in text
+    assert "path-parameters" not in text  # the parameter path does not rely on the cut
