@@ -1,0 +1,200 @@
+"""The CK+48 study (issue 12): `mtlkit report` on a committed sweep, plus the paper's claims.
+
+The cells are run by ``mtlkit sweep`` from the spec (``benchmarks/sweeps/<name>.yaml``; its
+``output_dir`` is under ``benchmarks/results/sweeps``, where each finished cell's JSON records are
+committed). This script only reads them: it writes ``results/<name>.md``/``.json`` (the report,
+the wall time per method and the claims, each with paired statistics) and the report's plots to
+``docs/img/<name>_*.png``. Run it again as cells finish: unfinished cells are listed, never
+guessed.
+
+The paper's claims (Ming et al. 2019) as tested here, for each dynamic variant:
+
+1. it beats single-task learning on both tasks (expression accuracy against the expression-only
+   cells, verification accuracy against the identity-only cells, same fold);
+2. it beats the best hand-tuned static weight: the static weight with the best *validation*
+   mean (no selection on the test fold), and, as an upper bound for static, the best *test* mean;
+3. it needs no tuning: how far apart the static weights land (what tuning buys), and whether the
+   untuned dynamic method is at least as good as the validation-tuned static weight.
+
+A claim "holds" when the method is better on average and the paired Wilcoxon p < 0.05, "is not
+shown" when it is better on average with p >= 0.05, and "does not hold" when it is not better.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from _common import PLOTS, write_results
+
+from mtlkit.report import Record, collect, compare, describe, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+EXPR = "expression/accuracy"
+VERIF = "face_identity/verification_accuracy"
+METRICS = [EXPR, VERIF, "expression/macro_f1", "face_identity/verification_auc"]
+ALPHA = 0.05
+
+
+def _val(rec: Record, metric: str) -> float | None:
+    """The cell's validation metric (held-out training subjects), read from its results."""
+    results = json.loads((rec.dir / "results.json").read_text())
+    task, _, name = metric.partition("/")
+    v = ((results.get("metrics") or {}).get("val") or {}).get(task, {}).get(name)
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return math.fsum(vals) / len(vals) if vals else None
+
+
+def verdict(c: dict[str, Any]) -> str:
+    if not c["pairs"] or c["mean_diff"] is None:
+        return "no pairs yet"
+    if c["mean_diff"] <= 0:
+        return "does not hold"
+    return "holds" if c["wilcoxon_p"] is not None and c["wilcoxon_p"] < ALPHA else "is not shown"
+
+
+def best_static(by_label: dict[str, list[Record]], metric: str, split: str) -> str | None:
+    """The static weight with the best mean ``metric`` on ``split`` (val: honest; test: oracle)."""
+    scored = []
+    for label, recs in by_label.items():
+        if recs[0].kind != "static":
+            continue
+        vals = [(_val(r, metric) if split == "val" else _test(r, metric)) for r in recs]
+        m = _mean(vals)
+        if m is not None:
+            scored.append((m, label))
+    return max(scored)[1] if scored else None
+
+
+def _test(rec: Record, metric: str) -> float | None:
+    task, _, name = metric.partition("/")
+    v = rec.test.get(task, {}).get(name)
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+def claims(records: list[Record], methods: list[str]) -> dict[str, Any]:
+    by_label: dict[str, list[Record]] = {}
+    for r in records:
+        by_label.setdefault(r.label, []).append(r)
+    rows: list[dict[str, Any]] = []
+
+    def row(claim: str, method: str, ref: str | None, metric: str, note: str = "") -> None:
+        if method not in by_label or ref is None or ref not in by_label:
+            rows.append({"claim": claim, "method": method, "reference": ref, "metric": metric,
+                         "verdict": "no cells yet", "note": note, "pairs": 0})
+            return
+        c = compare(by_label[method], by_label[ref], metric, True)
+        rows.append({"claim": claim, "method": method, "reference": ref, "metric": metric,
+                     **c, "verdict": verdict(c), "note": note})
+
+    static_val = {m: best_static(by_label, m, "val") for m in (EXPR, VERIF)}
+    static_test = {m: best_static(by_label, m, "test") for m in (EXPR, VERIF)}
+    for method in methods:
+        row("1. beats single-task", method, "single:expression", EXPR)
+        row("1. beats single-task", method, "single:face_identity", VERIF)
+        for m in (EXPR, VERIF):
+            row("2. beats the best static weight (picked on val)", method, static_val[m], m)
+            row("2. beats the best static weight (picked on test: static's upper bound)",
+                method, static_test[m], m)
+    spread = {}
+    for m in (EXPR, VERIF):
+        means = {
+            label: _mean([_test(r, m) for r in recs])
+            for label, recs in by_label.items() if recs[0].kind == "static"
+        }
+        means = {k: v for k, v in means.items() if v is not None}
+        if means:
+            spread[m] = {"lowest": min(means, key=means.__getitem__),
+                         "highest": max(means, key=means.__getitem__),
+                         "range": max(means.values()) - min(means.values()),
+                         "means": means}
+    return {"rows": rows, "best_static_val": static_val, "best_static_test": static_test,
+            "static_spread": spread}
+
+
+def _f(v: Any, d: int = 4) -> str:
+    return "n/a" if v is None else f"{v:.{d}f}"
+
+
+def _p(v: Any) -> str:
+    return "n/a" if v is None else (f"{v:.3g}" if v >= 0.001 else f"{v:.1e}")
+
+
+def render_claims(c: dict[str, Any]) -> str:
+    md = [
+        "### The paper's claims, tested",
+        "",
+        "Paired on the same folds; a claim holds when the method is better on average and the"
+        f" Wilcoxon signed-rank p < {ALPHA}; it is not shown when better on average with a larger"
+        " p, and does not hold when not better. The best static weight is picked by its"
+        " validation mean (the held-out training subjects), and, as static's upper bound, by its"
+        " test mean.",
+        "",
+        "| claim | method | against | metric | pairs | wins / ties / losses | mean difference |"
+        " Wilcoxon p | sign-test p | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in c["rows"]:
+        if not r.get("pairs"):
+            md.append(f"| {r['claim']} | `{r['method']}` | `{r['reference']}` | {r['metric']} |"
+                      f" 0 | | | | | {r['verdict']} |")
+            continue
+        md.append(
+            f"| {r['claim']} | `{r['method']}` | `{r['reference']}` | {r['metric']} |"
+            f" {r['pairs']} | {r['wins']} / {r['ties']} / {r['losses']} | {_f(r['mean_diff'])} |"
+            f" {_p(r['wilcoxon_p'])} | {_p(r['sign_p'])} | **{r['verdict']}** |"
+        )
+    for m, s in c["static_spread"].items():
+        low, high = s["means"][s["lowest"]], s["means"][s["highest"]]
+        md += ["", f"3. What tuning the static weight buys on {m}: from {_f(low)}"
+               f" (`{s['lowest']}`) to {_f(high)} (`{s['highest']}`), a range"
+               f" of {_f(s['range'])} in the mean over folds."]
+    return "\n".join(md) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--name", default="ck48_paper", help="benchmarks/sweeps/<name>.yaml")
+    p.add_argument("--baseline", default="equal")
+    p.add_argument("--methods", nargs="*", default=["dynamic", "dynamic-bounded", "dynamic-naive"],
+                   help="the methods whose claims are tested")
+    args = p.parse_args()
+    spec = REPO / "benchmarks" / "sweeps" / f"{args.name}.yaml"
+    with tempfile.TemporaryDirectory() as tmp:
+        report, md, files = write_report(spec, baseline=args.baseline, metrics=METRICS, out=tmp)
+        plots = []
+        for f in files:
+            if f.suffix == ".png":
+                dest = PLOTS / f"{args.name}_{f.name}"
+                PLOTS.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, dest)
+                plots.append(dest)
+    records, _, missing = collect(spec)
+    c = claims(records, args.methods)
+    folds = sorted({json.dumps(r.fold) for r in records})
+    body = md.split("\n", 2)[2] if md.startswith("# ") else md  # the page gives the title
+    minutes = describe([r.seconds / 60 for r in records if r.seconds is not None])
+    text = (
+        f"Spec: `benchmarks/sweeps/{args.name}.yaml` (run with `mtlkit sweep`), report by"
+        f" `mtlkit report` with `--baseline {args.baseline}`. {len(records)} finished cells on"
+        f" folds {', '.join(folds)}; {len(missing)} not finished yet. Total wall time of the"
+        f" finished cells: {_f((minutes['mean'] or 0) * minutes['n'], 1)} min"
+        " (each cell's epochs with validation, across resumes, plus its final evaluation; the"
+        " machine was shared with other work while they ran).\n\n"
+        + body.strip() + "\n\n" + render_claims(c)
+        + "".join(f"\n![{pl.stem}](img/{pl.name})\n" for pl in plots)
+    )
+    write_results(args.name, {"report": report, "claims": c}, text)
+
+
+if __name__ == "__main__":
+    main()
