@@ -202,3 +202,20 @@ def test_diagnostics_are_logged_every_n_steps_and_change_nothing(
                 assert row["diag/cos_mean"] is None
     for a, b in zip(params[0], params[3]):
         assert torch.equal(a, b)  # the head-only backwards leave training untouched
+
+
+def test_batched_backward_gives_the_loop_s_gradients(tmp_path: Path, host: PluginHost) -> None:
+    """``batched_backward``: the T rows from one vmapped backward, the heads from the summed
+    loss; the weighter's buffer and every final .grad equal the T-backward loop's."""
+    seen, final = {}, {}
+    for batched in (False, True):
+        trainer = _trainer(tmp_path / str(batched), host, "rec-param")
+        host.pm.unregister(name="test-plugin")
+        trainer.engine.batched_backward = batched
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.engine.backward(_batch(trainer), 0, 0)
+        seen[batched] = trainer.weighter.seen[-1].grads.clone()  # type: ignore[attr-defined]
+        final[batched] = [p.grad.clone() for p in trainer.model.parameters()]
+    torch.testing.assert_close(seen[True], seen[False], rtol=1e-5, atol=1e-7)
+    for a, b in zip(final[True], final[False]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

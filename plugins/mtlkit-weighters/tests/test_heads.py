@@ -79,3 +79,22 @@ def test_imtl_g_alone_trains_heads_on_their_own_losses() -> None:
         got = head_grad(model, task.name)
         assert got is not None
         torch.testing.assert_close(got, g, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batched_backward_changes_nothing(name: str) -> None:
+    """``batched_backward`` (one vmapped backward for the T rows) gives every method exactly
+    the loop's weights and gradients, on the trunk and on every head."""
+    got = []
+    for batched in (False, True):
+        engine, _, model, _, batch = head_engine(CLASSES[name], {}, "batch")
+        engine.batched_backward = batched
+        model.zero_grad(set_to_none=True)
+        result = engine.backward(batch, step=0, epoch=0)
+        got.append((result.weights, [p.grad for p in model.parameters()]))
+    (w0, g0), (w1, g1) = got
+    torch.testing.assert_close(w1, w0, rtol=1e-5, atol=1e-7)
+    for a, b in zip(g1, g0):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
