@@ -66,3 +66,30 @@ def test_ck48_one_epoch(tmp_path: Path, ck48: Path) -> None:
     assert test["face_identity"]["num_pairs"] > 100
     # the held-out subjects are never training identities
     assert "identification_accuracy" not in test["face_identity"]
+
+
+SPECS = sorted((REPO / "benchmarks" / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.name)
+def test_committed_sweep_specs_are_valid(spec: Path) -> None:
+    """Every committed study spec expands, and every cell's plugin options validate."""
+    from mtlkit.plugins import get_plugin_manager
+    from mtlkit.sweep import load_sweep, validate_cells
+
+    sweep = load_sweep(spec)
+    validate_cells(sweep, get_plugin_manager())
+    assert sweep.cells and not [c.error for c in sweep.cells if c.error]
+
+
+def test_the_weighters_study_runs_every_registered_weighter() -> None:
+    """benchmarks/sweeps/ck48_weighters.yaml names every weighter mtlkit-weighters registers."""
+    import yaml
+
+    from mtlkit.plugins import get_plugin_manager
+
+    registry = get_plugin_manager().weighters
+    shipped = {e.name for e in registry.entries() if e.dist == "mtlkit-weighters"}
+    spec = yaml.safe_load((REPO / "benchmarks" / "sweeps" / "ck48_weighters.yaml").read_text())
+    listed = {w["name"] for w in spec["axes"]["weighter"]}
+    assert shipped and shipped <= listed, f"missing from the spec: {sorted(shipped - listed)}"
