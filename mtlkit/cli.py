@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -401,6 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mtlkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader left early (`mtlkit sweep --dry-run | head`): stop quietly, as a tool killed
+        # by SIGPIPE would, and keep Python from complaining when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -150,3 +150,21 @@ def test_missing_matplotlib_noticed_once(
         " (pip install 'mtlkit[plot]', or set trainer.plot=false)\n"
     )
     assert not (tmp_path / "training.png").exists()
+
+
+def test_a_reader_that_leaves_early_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mtlkit sweep --dry-run | head``: a closed pipe is exit 141 (as SIGPIPE), no traceback,
+    and stdout is pointed at /dev/null so the flush at exit cannot complain either."""
+    import os
+
+    import mtlkit.cli as cli
+
+    def closed(args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    redirected: list[int] = []
+    monkeypatch.setitem(cli.COMMANDS, "plugins", closed)
+    monkeypatch.setattr(os, "dup2", lambda fd, fd2: redirected.append(fd2))
+    monkeypatch.setattr(cli.sys, "stdout", type("Out", (), {"fileno": lambda self: 1})())
+    assert cli.main(["plugins"]) == 141
+    assert redirected == [1]
