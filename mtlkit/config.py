@@ -82,6 +82,30 @@ class SchedulerConfig(_Strict):
     min_lr: float = Field(0.0, ge=0, description="final learning rate (cosine)")
 
 
+class LoaderConfig(_Strict):
+    """How batches are read: in the main process, or decoded ahead in ``DataLoader`` workers.
+
+    Changing these never changes what a run computes (a batch is a pure function of its
+    position), so they are harmless on resume.
+    """
+
+    num_workers: int | None = Field(
+        None,
+        ge=0,
+        description="worker processes decoding batches ahead; None: 0 for data held in memory,"
+        " else up to 8 on CUDA or 4 on CPU, at most the cores per process minus one (at least 1)",
+    )
+    pin_memory: bool | None = Field(
+        None, description="page-locked batches for faster host-to-GPU copies; None: on for CUDA"
+    )
+    persistent_workers: bool = Field(
+        True, description="keep the workers (and their open files) from one epoch to the next"
+    )
+    prefetch_factor: int | None = Field(
+        None, ge=1, description="batches each worker prepares ahead; None: torch's default (2)"
+    )
+
+
 class TrainerConfig(_Strict):
     epochs: int = Field(1, ge=0)
     batch_size: int = Field(32, gt=0)
@@ -116,6 +140,7 @@ class TrainerConfig(_Strict):
         description="every N steps, log the cosine between the tasks' gradients w.r.t. the shared"
         " representation and their norm ratio (diag/* in steps.jsonl); 0: off",
     )
+    loader: LoaderConfig = Field(default_factory=LoaderConfig)
 
     @field_validator("progress", mode="before")
     @classmethod
@@ -356,8 +381,15 @@ def resolve_run(config: RunConfig, host: PluginHost) -> ResolvedRun:
 
 
 def _drop_default_architecture(out: dict[str, Any]) -> dict[str, Any]:
+    """Leave out what newer versions added with a default that changes nothing (the default
+    architecture, a default ``trainer.loader``), so older configs hash and compare the same."""
     if out.get("architecture") == {"name": DEFAULT_ARCHITECTURE}:
         del out["architecture"]
+    trainer = out.get("trainer")
+    if isinstance(trainer, dict) and trainer.get("loader") == LoaderConfig().model_dump(
+        mode="json"
+    ):
+        del trainer["loader"]
     return out
 
 

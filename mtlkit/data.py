@@ -1,11 +1,18 @@
-"""Datasets: in-memory tensors batched by index, so loading never bottlenecks a CPU step."""
+"""Datasets: one map-style protocol for samples held in memory and samples read from disk.
+
+Both kinds are batched by index (:class:`Dataset`): :class:`TensorDataset` gathers rows of
+tensors (fast for small data), :class:`StreamedDataset` reads and decodes each sample on demand
+through an :class:`InputReader` (files, shards), so the data may be larger than memory. The
+trainer never asks which one it has; ``mtlkit.loading`` batches either, in worker processes when
+the dataset reads files.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar, Protocol, TypedDict
 
 import torch
 from torch import Tensor
@@ -24,6 +31,87 @@ class Batch(TypedDict):
     meta: dict[str, Tensor]
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A batch plus the samples left out of it (unreadable files under ``on_bad_image=skip``),
+    each named by its file; what a worker process hands back."""
+
+    batch: Batch
+    skipped: tuple[str, ...] = ()
+
+
+class Dataset(Protocol):
+    """What the trainer and evaluation need of a split; targets and metadata stay in memory.
+
+    ``load`` is the one way samples are read: rows ``index``, augmented when a ``generator`` is
+    given (training), so a batch is a pure function of its indices and its generator, whoever
+    computes it (the main process or a worker). ``streamed`` says reading costs file I/O and
+    decoding (the loader then uses worker processes by default); ``chunks`` (one id per sample,
+    or None) names samples stored together (a shard), which the epoch order keeps together.
+    """
+
+    targets: dict[str, Tensor]
+    meta: dict[str, Tensor]
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: Tensor, generator: torch.Generator | None = None) -> Loaded: ...
+
+    def batch(
+        self, index: Tensor, *, train: bool = False, generator: torch.Generator | None = None
+    ) -> Batch: ...
+
+    def subset(self, index: Tensor) -> Dataset: ...
+
+    @property
+    def streamed(self) -> bool: ...
+
+    @property
+    def chunks(self) -> Tensor | None: ...
+
+
+class InputReader(Protocol):
+    """Stored samples read on demand, in the dtype a :class:`TensorDataset` would hold them.
+
+    ``read`` returns the readable samples of ``index`` stacked, their positions in ``index``,
+    and a note per unreadable one; under an ``error`` policy an unreadable sample raises a
+    ``DataError`` naming it instead. ``reader[i]`` is one stored sample (``predict`` and
+    ``export`` take the layout from it).
+    """
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> Tensor: ...
+
+    def read(self, index: Sequence[int]) -> tuple[Tensor, list[int], list[str]]: ...
+
+    def subset(self, index: Tensor) -> InputReader: ...
+
+    @property
+    def chunks(self) -> Tensor | None: ...
+
+
+def _check_rows(n: int, targets: Mapping[str, Tensor], meta: Mapping[str, Tensor]) -> None:
+    for kind, tensors in (("target", targets), ("meta", meta)):
+        for key, value in tensors.items():
+            if value.shape[0] != n:
+                raise DataError(f"{kind} {key!r} has {value.shape[0]} rows but the inputs have {n}")
+
+
+def _finish(
+    x: Tensor,
+    prepare: Callable[[Tensor], Tensor] | None,
+    augment: Augment | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Stored samples -> model input: augment (training only), then prepare."""
+    if augment is not None and generator is not None and len(x):
+        x = augment(x, generator)
+    if prepare is not None:
+        return prepare(x)
+    return x if x.is_floating_point() else x.float()
+
+
 @dataclass
 class TensorDataset:
     """Samples held as tensors (images as uint8), batched by fancy indexing.
@@ -40,14 +128,11 @@ class TensorDataset:
     prepare: Callable[[Tensor], Tensor] | None = None
     augment: Augment | None = None
 
+    streamed: ClassVar[bool] = False
+    chunks: ClassVar[None] = None
+
     def __post_init__(self) -> None:
-        n = self.inputs.shape[0]
-        for kind, tensors in (("target", self.targets), ("meta", self.meta)):
-            for key, value in tensors.items():
-                if value.shape[0] != n:
-                    raise DataError(
-                        f"{kind} {key!r} has {value.shape[0]} rows but the inputs have {n}"
-                    )
+        _check_rows(self.inputs.shape[0], self.targets, self.meta)
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -56,23 +141,81 @@ class TensorDataset:
         self, index: Tensor, *, train: bool = False, generator: torch.Generator | None = None
     ) -> Batch:
         """Gather rows ``index``; augmentation only when ``train`` and a generator is given."""
-        x = self.inputs[index]
-        if train and self.augment is not None and generator is not None:
-            x = self.augment(x, generator)
-        if self.prepare is not None:
-            x = self.prepare(x)
-        elif not x.is_floating_point():
-            x = x.float()
+        x = _finish(self.inputs[index], self.prepare, self.augment, generator if train else None)
         return Batch(
             input=x,
             targets={k: v[index] for k, v in self.targets.items()},
             meta={k: v[index] for k, v in self.meta.items()},
         )
 
+    def load(self, index: Tensor, generator: torch.Generator | None = None) -> Loaded:
+        """Rows ``index``, augmented when a ``generator`` is given (nothing is ever skipped)."""
+        return Loaded(self.batch(index, train=generator is not None, generator=generator))
+
     def subset(self, index: Tensor) -> TensorDataset:
         """A new dataset holding rows ``index`` (shares ``prepare`` and ``augment``)."""
         return TensorDataset(
             inputs=self.inputs[index],
+            targets={k: v[index] for k, v in self.targets.items()},
+            meta={k: v[index] for k, v in self.meta.items()},
+            prepare=self.prepare,
+            augment=self.augment,
+        )
+
+
+@dataclass
+class StreamedDataset:
+    """Samples read on demand by ``reader`` (decoded in the loader's worker processes); the
+    targets and metadata, one row per sample, stay in memory (a few numbers each).
+
+    A batch is the same as a :class:`TensorDataset` holding the decoded samples would give, so
+    training from memory or from disk is one computation; a sample the reader cannot read is an
+    error naming it, or (the reader's skip policy) left out of its batch and named in
+    :attr:`Loaded.skipped`.
+    """
+
+    reader: InputReader
+    targets: dict[str, Tensor]
+    meta: dict[str, Tensor] = field(default_factory=dict)
+    prepare: Callable[[Tensor], Tensor] | None = None
+    augment: Augment | None = None
+    streamed: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_rows(len(self.reader), self.targets, self.meta)
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    @property
+    def inputs(self) -> InputReader:
+        """The reader, indexable like a tensor of stored samples (``inputs[0]``)."""
+        return self.reader
+
+    @property
+    def chunks(self) -> Tensor | None:
+        return self.reader.chunks
+
+    def load(self, index: Tensor, generator: torch.Generator | None = None) -> Loaded:
+        x, kept, skipped = self.reader.read(index.tolist())
+        rows = index[torch.tensor(kept, dtype=torch.long)] if len(kept) != len(index) else index
+        batch = Batch(
+            input=_finish(x, self.prepare, self.augment, generator),
+            targets={k: v[rows] for k, v in self.targets.items()},
+            meta={k: v[rows] for k, v in self.meta.items()},
+        )
+        return Loaded(batch, tuple(skipped))
+
+    def batch(
+        self, index: Tensor, *, train: bool = False, generator: torch.Generator | None = None
+    ) -> Batch:
+        """Rows ``index`` (unreadable ones left out under a skip policy)."""
+        return self.load(index, generator if train else None).batch
+
+    def subset(self, index: Tensor) -> StreamedDataset:
+        """A new dataset of rows ``index`` (shares ``prepare`` and ``augment``)."""
+        return StreamedDataset(
+            reader=self.reader.subset(index),
             targets={k: v[index] for k, v in self.targets.items()},
             meta={k: v[index] for k, v in self.meta.items()},
             prepare=self.prepare,
@@ -91,14 +234,14 @@ class DataSplits:
     and evaluating or resuming on a test split that shares any of them is refused.
     """
 
-    train: TensorDataset
-    val: TensorDataset | None = None
-    test: TensorDataset | None = None
+    train: Dataset
+    val: Dataset | None = None
+    test: Dataset | None = None
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     group_key: str | None = None
 
-    def named(self) -> dict[str, TensorDataset]:
+    def named(self) -> dict[str, Dataset]:
         """The splits that exist, by name."""
         out = {"train": self.train}
         if self.val is not None:
@@ -125,13 +268,26 @@ class DataModule(ABC):
 
 
 def epoch_order(
-    num_samples: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+    num_samples: int,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    chunks: Tensor | None = None,
 ) -> Tensor:
     """This rank's training order for one epoch, a pure function of (seed, epoch, rank).
 
     It is torch's ``DistributedSampler`` (shuffled, seeded, ``set_epoch``); with W ranks of batch
     B, step k covers the same 2B... W*B samples as one process with batch W*B.
+
+    With ``chunks`` (a chunk id per sample, e.g. its shard), chunks stay whole so each is read
+    once, front to back: rank r owns the r-th of every W chunks (sorted by id; the same every
+    epoch, so its share never moves), visits them in an order shuffled per epoch, and each
+    chunk's samples in stored order (shuffle when writing the shards). Every rank takes as many
+    samples as the smallest share, so all ranks run the same number of steps.
     """
+    if chunks is not None:
+        return _chunk_order(chunks, seed, epoch, rank, world_size)
     from torch.utils.data import DistributedSampler
 
     sampler = DistributedSampler(
@@ -150,3 +306,17 @@ def batch_generator(seed: int, epoch: int, batch_index: int, rank: int = 0) -> t
     """The augmentation generator of one batch, a pure function of its position."""
     base = ((seed * 1_000_003 + epoch) * 100_003 + batch_index + 1) * 1_009 + rank
     return torch.Generator().manual_seed(base)
+
+
+def _chunk_order(chunks: Tensor, seed: int, epoch: int, rank: int, world_size: int) -> Tensor:
+    ids, counts = torch.unique(chunks, return_counts=True)
+    share = min(int(counts[r::world_size].sum()) for r in range(world_size))
+    mine = ids[rank::world_size]
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    visit = mine[torch.randperm(len(mine), generator=gen)]
+    position = torch.argsort(chunks, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    where = {int(c): (int(s), int(n)) for c, s, n in zip(ids, starts, counts)}
+    parts = [position[where[int(c)][0] : sum(where[int(c)])] for c in visit]
+    order = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+    return order[:share]

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from mtlkit import distributed as D
-from mtlkit.data import Batch, TensorDataset
+from mtlkit.data import Batch, Dataset
 from mtlkit.task import MetricMeter, Task
+
+if TYPE_CHECKING:
+    from mtlkit.loading import BatchLoader
 
 
 def move_batch(batch: Batch, device: torch.device) -> Batch:
@@ -53,17 +56,21 @@ def evaluate_split(
     tasks: Sequence[Task],
     keys: Sequence[str],
     losses: Callable[[dict[str, Any], Batch], Tensor],
-    data: TensorDataset,
+    data: Dataset,
     *,
     batch_size: int,
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    loader: BatchLoader | None = None,
 ) -> tuple[dict[str, Any], dict[str, MetricMeter]]:
     """Per-task metrics (plus ``loss`` where the split has labels) and the filled meters.
 
     Eval mode, no gradient. Under torch.distributed each rank runs a strided shard and the
-    outputs are gathered, so every rank computes the metrics of the whole split.
+    outputs are gathered, so every rank computes the metrics of the whole split. ``loader``
+    reads the batches (in worker processes for data on disk); None: in this process.
     """
+    from mtlkit.loading import BatchLoader, LoaderSettings, eval_keys
+
     model.eval()
     info = D.env_info()
     distributed = D.active()
@@ -79,10 +86,13 @@ def evaluate_split(
         count += labelled
 
     rank, world = (info.rank, info.world_size) if distributed else (0, 1)
-    shard = torch.arange(rank, len(data), world)
+    if loader is None:
+        loader = BatchLoader(data, LoaderSettings(0, False, False, None))
     gathered: list[tuple[Any, Batch, Tensor, Tensor]] = []
-    for start in range(0, len(shard), batch_size):
-        batch = move_batch(data.batch(shard[start : start + batch_size]), device)
+    for stored in loader.batches(eval_keys(len(data), batch_size, rank, world)):
+        if not len(stored["input"]):
+            continue  # every sample of it unreadable and skipped by policy
+        batch = move_batch(stored, device)
         with autocast():
             _, outputs = model(batch["input"])
         values = losses(outputs, batch).double().cpu()

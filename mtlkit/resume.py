@@ -43,6 +43,7 @@ HARMLESS = (
     "trainer.checkpoint_epochs",
     "trainer.device",
     "trainer.diagnostics",
+    "trainer.loader.",
 )
 """Paths (exact, or a prefix ending in '.') that never change what a run computes."""
 

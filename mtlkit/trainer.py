@@ -33,10 +33,11 @@ from mtlkit.checkpoint import (
     stored_config,
 )
 from mtlkit.config import RunConfig, config_to_dict, resolve_run, resolved_config_dict
-from mtlkit.data import Batch, DataSplits, TensorDataset, batch_generator, epoch_order
+from mtlkit.data import Batch, DataSplits, Loaded
 from mtlkit.errors import CheckpointError, ConfigError, MtlkitError, NonFiniteLossError
 from mtlkit.evaluation import evaluate_split, move_batch
 from mtlkit.gradients import DIAGNOSTICS, GradientEngine, StepResult
+from mtlkit.loading import BatchLoader, EpochPlan, merge_skips, resolve_loader
 from mtlkit.notices import format_metric
 from mtlkit.notices import notice as _notice
 from mtlkit.optim import build_optimizer, build_scheduler
@@ -162,8 +163,18 @@ class Trainer:
         self._weighter_own = [
             p for p in self.weighter.parameters() if p.requires_grad and id(p) not in in_optimizer
         ]
-        per_rank = len(self.data.train) // self.dist.world_size
-        self.steps_per_epoch = self._num_batches(per_rank)
+        self.plan = EpochPlan(
+            self.data.train, tc.batch_size, config.seed, self.dist.rank, self.dist.world_size
+        )
+        per_rank = self.plan.per_rank
+        self.steps_per_epoch = self.plan.num_batches
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"data: the training split gives this process no samples ({len(self.data.train)}"
+                f" samples, {self.dist.world_size} processes)"
+            )
+        self.loader_settings = resolve_loader(tc.loader, self.data.train, self.device)
+        self._loaders: dict[str, BatchLoader] = {}
         self.scheduler = self._scheduler()
         # the config's hyperparameters per group (with the schedule's initial_lr), re-applied
         # over a checkpoint's on resume
@@ -229,11 +240,13 @@ class Trainer:
         ]
         return build_optimizer(self.config.optimizer, groups + self.weighter.param_groups())
 
-    def _num_batches(self, n: int) -> int:
-        bs = self.config.trainer.batch_size
-        full, rest = divmod(n, bs)
-        # a trailing batch of one sample would break batch-norm statistics: drop it
-        return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
+    def loader(self, split: str) -> BatchLoader:
+        """The batch loader of a split, made once, so persistent workers serve every epoch."""
+        if split not in self._loaders:
+            data = self.data.named()[split]
+            settings = resolve_loader(self.config.trainer.loader, data, self.device)
+            self._loaders[split] = BatchLoader(data, settings, self.config.seed, self.dist.rank)
+        return self._loaders[split]
 
     def total_steps(self) -> int:
         total = self.steps_per_epoch * self.config.trainer.epochs
@@ -482,7 +495,6 @@ class Trainer:
             if resume and self.is_main:
                 _notice(f"no checkpoint at {self.run_dir / LAST}: starting afresh")
             self.log.truncate_after(0)
-        train = self.data.train
         total = self.total_steps()
         bar = self._progress(total, self.state.step)
         self._epoch_lines = bar is None and self.is_main
@@ -490,11 +502,9 @@ class Trainer:
         try:
             with StopRequests(tc.handle_signals) as stop:
                 while s.epoch < tc.epochs and s.step < total:
-                    order = epoch_order(
-                        len(train), self.config.seed, s.epoch, self.dist.rank, self.dist.world_size
-                    )
-                    while s.batch < self.steps_per_epoch and s.step < total:
-                        self._run_batch(train, order)
+                    keys = self.plan.keys(s.epoch, s.batch, limit=total - s.step)
+                    for loaded in self.loader("train")(keys):
+                        self._run_batch(loaded)
                         if bar is not None:
                             bar.update(1)
                         ended = s.batch >= self.steps_per_epoch
@@ -507,22 +517,35 @@ class Trainer:
                             raise TrainingInterrupted(stop.signame, s.step, s.epoch, str(path))
                         if ended:
                             break  # the next epoch draws its own order
+        except BaseException:
+            self.close_loaders()
+            raise
         finally:
             if bar is not None:
                 bar.close()
             self.log.flush()
+        self.loader("train").close()
         self.save(LAST)
         train_seconds = time.perf_counter() - t0
-        return self.finish(train_seconds)
+        try:
+            return self.finish(train_seconds)
+        finally:
+            self.close_loaders()
 
-    def _run_batch(self, train: TensorDataset, order: torch.Tensor) -> None:
+    def close_loaders(self) -> None:
+        """Stop every loader's worker processes (a later evaluation starts new ones)."""
+        for loader in self._loaders.values():
+            loader.close()
+
+    def _run_batch(self, loaded: Loaded) -> None:
+        """One step on batch ``s.batch`` of the epoch (read by :class:`EpochPlan`'s key)."""
         s = self.state
-        bs = self.config.trainer.batch_size
-        idx = order[s.batch * bs : (s.batch + 1) * bs]
-        gen = batch_generator(self.config.seed, s.epoch, s.batch, self.dist.rank)
-        batch = move_batch(train.batch(idx, train=True, generator=gen), self.device)
+        batch = move_batch(loaded.batch, self.device)
         lr = self.optimizer.param_groups[0]["lr"]
-        result = self.train_step(batch)
+        kept = len(batch["input"])
+        # unreadable samples skipped by policy: a batch left with none (or a lone sample, which
+        # batch-norm cannot train on) is passed over, like a non-finite batch under skip
+        result = self.train_step(batch) if kept > 1 or (kept == 1 and not loaded.skipped) else None
         if result is not None:
             self.log.log_step(s.step, s.epoch, lr, result.losses, result.weights,
                               result.diagnostics)
@@ -647,7 +670,7 @@ class Trainer:
         result, meters = evaluate_split(
             self.model, self.tasks, self.target_keys, self.engine.losses, data,
             batch_size=self.config.trainer.eval_batch_size, device=self.device,
-            autocast=self._autocast,
+            autocast=self._autocast, loader=self.loader(split),
         )
         if artifacts_prefix is not None and self.is_main:
             for task in self.tasks:
@@ -675,7 +698,7 @@ class Trainer:
             "skipped_nonfinite": self.state.skipped_nonfinite,
             "config_changes": self.state.config_changes,
             "history": self.state.history,
-            "data": self.data.summary,
+            "data": merge_skips(self.data.summary, self._skipped_while_reading()),
             "config": config_to_dict(self.config),
             "resolved_config": self.resolved_config,
             "versions": versions(),
@@ -690,7 +713,7 @@ class Trainer:
             },
         }
         results["world_size"] = self.dist.world_size
-        skipped = self.data.summary.get("skipped_images")
+        skipped = results["data"].get("skipped_images")
         if skipped and self.is_main:
             _notice(
                 f"{skipped} unreadable image(s) were skipped (on_bad_image=skip);"
@@ -702,6 +725,14 @@ class Trainer:
             if tc.plot:
                 plot_history(self.log.steps_path, self.run_dir / "training.png", self.task_ids)
         return results
+
+
+    def _skipped_while_reading(self) -> list[str]:
+        """Samples the loaders left out (skip policy), from every rank."""
+        found = [n for loader in self._loaders.values() for n in loader.skipped]
+        if self.dist.enabled:
+            found = [n for part in D.gather_objects(found) for n in part]
+        return list(dict.fromkeys(found))
 
 
 def versions() -> dict[str, str]:

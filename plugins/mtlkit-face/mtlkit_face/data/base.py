@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from mtlkit.data import DataModule, DataSplits, TensorDataset
+from mtlkit.data import DataModule, DataSplits, InputReader, StreamedDataset, TensorDataset
 from mtlkit.errors import DataError
 from mtlkit.options import Options
 from mtlkit.task import MISSING_LABEL
@@ -24,6 +24,7 @@ from mtlkit_face.data.protocols import (
     warn_single_subject,
 )
 from mtlkit_face.data.records import FaceRecord, RecordTable, index_records
+from mtlkit_face.data.streaming import FileReader
 from mtlkit_face.data.transforms import (
     Augmentation,
     AugmentOptions,
@@ -44,6 +45,9 @@ NOTICE_SKIPS = 3
 class FaceDataOptions(Options):
     """Options every face dataset shares: the split protocol, image layout and bad-file policy."""
 
+    resume_harmless: ClassVar[frozenset[str]] = frozenset({"storage", "memory_limit_mb"})
+    """Where the images live never changes a batch: a run may resume streamed or in memory."""
+
     protocol: Literal["subject-kfold", "sequence-holdout"] = "subject-kfold"
     num_folds: int = Field(10, ge=2)
     fold: int = Field(0, ge=0)
@@ -54,6 +58,13 @@ class FaceDataOptions(Options):
     """Side of the square input; None: the backbone's input_size if it needs a fixed one (ViTs),
     else the data's native size (the first readable image's)."""
     on_bad_image: Literal["error", "skip"] = "error"
+    storage: Literal["auto", "memory", "stream"] = "auto"
+    """``memory``: decode every image once at setup and train from tensors (fast; bad files
+    are found before the first step). ``stream``: read and decode each image when its batch is
+    needed, in DataLoader worker processes (data larger than memory; a bad file is found when
+    its batch is read). ``auto``: memory when the decoded images fit in ``memory_limit_mb``."""
+    memory_limit_mb: int = Field(4096, ge=0)
+    """Largest decoded data set (N x C x H x W bytes) that ``storage: auto`` holds in memory."""
     augment: bool | AugmentOptions = True
     """Training augmentation: true (flip and a small shift), false, or a mapping of
     :class:`AugmentOptions` (rotation, zoom, jitter, RandAugment, random erasing)."""
@@ -151,6 +162,25 @@ class FaceDataModule(FaceInputFiles, DataModule):
             raise DataError(f"{self.dataset_name}: no readable images ({len(skipped)} skipped)")
         return torch.from_numpy(np.stack(arrays)), kept, skipped
 
+    def streams(self, records: Sequence[FaceRecord], layout: ImageLayout) -> bool:
+        """Whether ``storage`` (``auto``: by the decoded size) reads the images on demand."""
+        o = self.options
+        if o.storage == "memory":
+            return False
+        files = all(r.path is not None for r in records)
+        if o.storage == "stream" and not files:
+            raise DataError(
+                f"{self.dataset_name}: storage 'stream' reads image files, and these images are"
+                " generated in memory (write them out with 'mtlkit data shard' and train on the"
+                " shards)"
+            )
+        decoded = len(records) * layout.chans * layout.height * layout.width
+        return files and (o.storage == "stream" or decoded > o.memory_limit_mb * 2**20)
+
+    def make_reader(self, records: Sequence[FaceRecord], layout: ImageLayout) -> InputReader:
+        """What reads the images of ``records`` on demand (their files, by default)."""
+        return FileReader.of(records, layout, self.options.on_bad_image)
+
     def supported_targets(self) -> list[str]:
         """The target names this source provides (after ``load_records``)."""
         names = [t for t in SUPPORTED_TARGETS if t != "expression" or self.has_expressions]
@@ -173,7 +203,11 @@ class FaceDataModule(FaceInputFiles, DataModule):
             raise DataError(f"{self.dataset_name}: no images found")
         self.records = records
         layout = resolve_layout(data_config, o.image_size, lambda: self.native_size(records))
-        inputs, kept, bad = self.load_images(records, layout)
+        stream = self.streams(records, layout)
+        if stream:  # bad files are found (and skipped or refused) as their batches are read
+            inputs, kept, bad = None, list(range(len(records))), []
+        else:
+            inputs, kept, bad = self.load_images(records, layout)
         skipped = skipped + bad
         warn_skipped(self.dataset_name, skipped)
         self.table = table = index_records([records[i] for i in kept], o.expressions)
@@ -222,13 +256,24 @@ class FaceDataModule(FaceInputFiles, DataModule):
             "expression": torch.from_numpy(table.expression_idx.copy()),
             "index": torch.tensor(kept, dtype=torch.int64),
         }
-        full = TensorDataset(
-            inputs=inputs,
-            targets={t: all_targets[t] for t in dict.fromkeys(tasks)},
-            meta=meta,
-            prepare=Normalize(layout),
-            augment=self._augmentation(layout),
-        )
+        chosen = {t: all_targets[t] for t in dict.fromkeys(tasks)}
+        full: TensorDataset | StreamedDataset
+        if inputs is None:
+            full = StreamedDataset(
+                reader=self.make_reader(table.records, layout),
+                targets=chosen,
+                meta=meta,
+                prepare=Normalize(layout),
+                augment=self._augmentation(layout),
+            )
+        else:
+            full = TensorDataset(
+                inputs=inputs,
+                targets=chosen,
+                meta=meta,
+                prepare=Normalize(layout),
+                augment=self._augmentation(layout),
+            )
         parts = {
             name: full.subset(torch.from_numpy(idx)) if len(idx) else None
             for name, idx in (("train", split.train), ("val", split.val), ("test", split.test))
@@ -240,7 +285,10 @@ class FaceDataModule(FaceInputFiles, DataModule):
             val=parts["val"],
             test=parts["test"],
             info={t: info_all[t] for t in dict.fromkeys(tasks)},
-            summary=self._summary(table, split, layout, len(train_subjects), skipped),
+            summary={
+                **self._summary(table, split, layout, len(train_subjects), skipped),
+                "storage": "stream" if stream else "memory",
+            },
             # the unit the protocol keeps on one side: people, or recordings under
             # sequence-holdout (where the same people are on both sides by design)
             group_key="sequence" if o.protocol == "sequence-holdout" else "subject",

@@ -47,7 +47,7 @@ def check_sequences(records: list[FaceRecord]) -> None:
 
 
 class CK48Options(FaceDataOptions):
-    resume_harmless: ClassVar[frozenset[str]] = frozenset({"root"})
+    resume_harmless: ClassVar[frozenset[str]] = FaceDataOptions.resume_harmless | {"root"}
     """A moved CK+48 folder holds the same images (the checkpoint's split check still runs)."""
 
     root: str | None = None

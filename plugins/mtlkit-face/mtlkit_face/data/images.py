@@ -163,27 +163,25 @@ def image_size(path: str) -> tuple[int, int]:
         return im.height, im.width
 
 
-def decode(path: str, chans: int, size: tuple[int, int]) -> np.ndarray:
-    """Decode ``path`` to uint8 ``[chans, H, W]`` at ``size=(H, W)`` (bilinear; aspect not kept)."""
+def decode(path: str, chans: int, size: tuple[int, int], *, cache: bool = True) -> np.ndarray:
+    """Decode ``path`` to uint8 ``[chans, H, W]`` at ``size=(H, W)`` (bilinear; aspect not kept).
+
+    ``cache=False`` for streamed data: each file is read once per epoch, and a per-worker cache
+    of a data set larger than memory would only grow.
+    """
     global _cache_bytes
-    try:
-        st = os.stat(path)
-        key: tuple[object, ...] = (os.path.abspath(path), st.st_mtime_ns, st.st_size, chans, size)
-    except OSError:
-        key = ()
+    key: tuple[object, ...] = ()
+    if cache:
+        try:
+            st = os.stat(path)
+            key = (os.path.abspath(path), st.st_mtime_ns, st.st_size, chans, size)
+        except OSError:
+            key = ()
     if key and key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
     with open_image(path) as src:
-        try:
-            im = to_channels(src, chans)
-            if (im.height, im.width) != size:
-                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-        except Exception as e:  # ValueError, OSError...: PIL has no conversion for this mode
-            raise BadImage(path, f"mode {src.mode!r} cannot be converted ({e})") from None
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    arr = np.ascontiguousarray(arr)
+        arr = to_array(src, chans, size, path)
     if key:
         _cache[key] = arr
         _cache_bytes += arr.nbytes
@@ -191,6 +189,19 @@ def decode(path: str, chans: int, size: tuple[int, int]) -> np.ndarray:
             _, old = _cache.popitem(last=False)
             _cache_bytes -= old.nbytes
     return arr
+
+
+def to_array(src: Image.Image, chans: int, size: tuple[int, int], name: str) -> np.ndarray:
+    """A decoded image as uint8 ``[chans, H, W]`` at ``size``; ``name`` names it on failure."""
+    try:
+        im = to_channels(src, chans)
+        if (im.height, im.width) != size:
+            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+    except Exception as e:  # ValueError, OSError...: PIL has no conversion for this mode
+        raise BadImage(name, f"mode {src.mode!r} cannot be converted ({e})") from None
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr)
 
 
 def clear_cache() -> None:

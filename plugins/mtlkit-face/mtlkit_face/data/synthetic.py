@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,6 +81,14 @@ class SyntheticFacesData(FaceDataModule):
     def load_images(
         self, records: Sequence[FaceRecord], layout: ImageLayout
     ) -> tuple[torch.Tensor, list[int], list[str]]:
+        chunks = list(self.iter_images(records, layout))
+        return torch.cat(chunks), list(range(len(records))), []
+
+    def iter_images(
+        self, records: Sequence[FaceRecord], layout: ImageLayout
+    ) -> Iterator[torch.Tensor]:
+        """The images of ``records`` in chunks of 256 (writing 200k to disk never holds them
+        all)."""
         o = self.options
         names = self._names()
         rng = np.random.default_rng(o.seed)
@@ -93,11 +101,9 @@ class SyntheticFacesData(FaceDataModule):
         spec = frame_specs(ident_of, expr_of, identities, expressions, o.jitter, rng)
         gen = torch.Generator().manual_seed(o.seed)
         side = min(max(layout.height, layout.width), MAX_DRAW_SIZE)
-        chunks = []
         for start in range(0, len(records), _CHUNK):
             faces = draw(spec.take(slice(start, start + _CHUNK)), side, layout.chans)
-            chunks.append(finish(faces, (layout.height, layout.width), o.noise, gen))
-        return torch.cat(chunks), list(range(len(records))), []
+            yield finish(faces, (layout.height, layout.width), o.noise, gen)
 
     def extra_summary(self) -> dict[str, Any]:
         return {"generated_identities": self.options.num_identities}
