@@ -77,7 +77,22 @@ def backbone_config(model: str, image_size: int) -> dict[str, Any]:
     return {"name": "timm", "model_name": model, "in_chans": 3, "img_size": image_size}
 
 
+ENGINE = "_engine"
+"""Key of a spec's gradient-engine attributes (set on the built trainer's engine)."""
+
+
 def build_trainer(
+    weighter: dict[str, Any], args: argparse.Namespace, run_dir: str, host: PluginHost
+) -> Trainer:
+    engine = weighter.get(ENGINE, {})
+    weighter = {k: v for k, v in weighter.items() if k != ENGINE}
+    trainer = _build_trainer(weighter, args, run_dir, host)
+    for key, value in engine.items():
+        setattr(trainer.engine, key, value)
+    return trainer
+
+
+def _build_trainer(
     weighter: dict[str, Any], args: argparse.Namespace, run_dir: str, host: PluginHost
 ) -> Trainer:
     cfg = {
@@ -138,6 +153,22 @@ def weighter_specs(host: PluginHost, only: list[str] | None) -> dict[str, dict[s
     if "equal" not in specs:
         specs = {"equal": {"name": "equal"}, **specs}
     return specs
+
+
+def cheap_variants(
+    specs: dict[str, dict[str, Any]], update_every: list[int], batched: bool
+) -> dict[str, dict[str, Any]]:
+    """Each selected method (but ``equal``) again with ``update_every: k`` and/or the engine's
+    ``batched_backward`` (one vmapped backward for the T per-task gradients)."""
+    out = dict(specs)
+    for name, spec in specs.items():
+        if name == "equal":
+            continue
+        for k in update_every:
+            out[f"{name}-every{k}"] = {**spec, "update_every": k}
+        if batched:
+            out[f"{name}+batched"] = {**spec, ENGINE: {"batched_backward": True}}
+    return out
 
 
 # --- timing -----------------------------------------------------------------------------------
@@ -241,7 +272,7 @@ def _status_kib(field: str) -> int:
 def memory_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run in a fresh process: peak memory of training steps with one weighter."""
     host = PluginHost()
-    spec = weighter_specs(host, [name])[name]
+    spec = cheap_variants(weighter_specs(host, None), args.update_every, args.batched)[name]
     batches = make_batches(
         2 + args.memory_steps, args.batch, args.image_size, args.model, args.device
     )
@@ -290,6 +321,8 @@ def memory_all(specs: dict[str, dict[str, Any]], args: argparse.Namespace) -> di
             str(args.threads),
             "--tasks",
             str(args.tasks),
+            *(["--update-every", *map(str, args.update_every)] if args.update_every else []),
+            *(["--batched"] if args.batched else []),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -360,6 +393,10 @@ def main() -> None:
     p.add_argument("--memory-one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--name", default=None, help="results file stem (default weighter_cost_<model>)")
     p.add_argument("--tasks", type=int, default=2, help="number of tasks T (classification)")
+    p.add_argument("--update-every", type=int, nargs="*", default=[],
+                   help="also time each selected method with update_every: k (use --steps k)")
+    p.add_argument("--batched", action="store_true",
+                   help="also time each selected method with the engine's batched_backward")
     args = p.parse_args()
     set_tasks(args.tasks)
     torch.set_num_threads(args.threads)
@@ -370,6 +407,7 @@ def main() -> None:
         return
     host = PluginHost()
     specs = weighter_specs(host, args.weighters.split(",") if args.weighters else None)
+    specs = cheap_variants(specs, args.update_every, args.batched)
     timing = time_all(specs, args, host)
     memory = {} if args.no_memory else memory_all(specs, args)
     md = markdown(timing, memory, args)
