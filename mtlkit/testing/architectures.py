@@ -17,7 +17,9 @@ from mtlkit.weighter import Needs, Update, Weighter, WeighterInput
 ArchitectureFactory = Callable[[], Architecture]
 """Builds a fresh model (same seed, same weights) for one check."""
 
-PATHS = ("none", "last_layer", "representation", "parameters")
+PATHS = ("none", "last_layer", "representation", "parameters", "parameters-batched")
+"""The engine's gradient paths; ``parameters-batched`` is the parameter path with its T rows
+from one vmapped backward (``GradientEngine(batched_backward=True)``)."""
 
 
 def _loss(output: Any) -> Tensor:
@@ -117,7 +119,9 @@ def _paths(make: ArchitectureFactory, x: Tensor, path: str) -> None:
     tasks = [_LossTask(n) for n in model.task_names]
     batch = {"input": x, "targets": {n: torch.zeros(x.shape[0]) for n in model.task_names},
              "meta": {}}
-    engine = GradientEngine(model, tasks, SumWeighter(model.task_names, path))  # type: ignore[arg-type]
+    grads, _, batched = path.partition("-")
+    engine = GradientEngine(model, tasks, SumWeighter(model.task_names, grads),  # type: ignore[arg-type]
+                            batched_backward=bool(batched))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     engine.backward(batch)  # type: ignore[arg-type]
     got = {n: p.grad for n, p in model.named_parameters()}
