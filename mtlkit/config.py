@@ -141,6 +141,11 @@ class TrainerConfig(_Strict):
         " representation and their norm ratio (diag/* in steps.jsonl); 0: off",
     )
     loader: LoaderConfig = Field(default_factory=LoaderConfig)
+    batched_backward: bool = Field(
+        False,
+        description="parameter-gradient methods: the T per-task backwards as one vmapped backward"
+        " (is_grads_batched; same values); measured no faster on CPU, see docs/weighting.md",
+    )
 
     @field_validator("progress", mode="before")
     @classmethod
@@ -380,16 +385,26 @@ def resolve_run(config: RunConfig, host: PluginHost) -> ResolvedRun:
     return ResolvedRun(out["backbone"], tasks, out["weighter"], out["data"], out["architecture"])
 
 
-def _drop_default_architecture(out: dict[str, Any]) -> dict[str, Any]:
-    """Leave out what newer versions added with a default that changes nothing (the default
-    architecture, a default ``trainer.loader``), so older configs hash and compare the same."""
-    if out.get("architecture") == {"name": DEFAULT_ARCHITECTURE}:
-        del out["architecture"]
-    trainer = out.get("trainer")
-    if isinstance(trainer, dict) and trainer.get("loader") == LoaderConfig().model_dump(
-        mode="json"
-    ):
-        del trainer["loader"]
+def _later_defaults() -> dict[str, Any]:
+    """Config paths added after 0.1 whose default reproduces what runs did before them."""
+    return {
+        "architecture": {"name": DEFAULT_ARCHITECTURE},
+        "trainer.loader": LoaderConfig().model_dump(mode="json"),
+        "trainer.batched_backward": False,
+    }
+
+
+def _drop_later_defaults(out: dict[str, Any]) -> dict[str, Any]:
+    """Leave out each :func:`_later_defaults` path still at its default, so a config from before
+    the field was added hashes and compares the same (a sweep's finished cells stay finished,
+    a checkpoint's config diff stays empty)."""
+    for path, default in _later_defaults().items():
+        *parents, last = path.split(".")
+        node: Any = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node and node[last] == default:
+            del node[last]
     return out
 
 
@@ -397,7 +412,7 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
     """A JSON-safe dict of the config (plugin options included); the default architecture
     without options is left out, so it hashes and compares like a config from before
     architectures (naming it or not is the same run)."""
-    return _drop_default_architecture(json.loads(config.model_dump_json()))
+    return _drop_later_defaults(json.loads(config.model_dump_json()))
 
 
 def resolved_config_dict(config: RunConfig, resolved: ResolvedRun) -> dict[str, Any]:
@@ -412,4 +427,4 @@ def resolved_config_dict(config: RunConfig, resolved: ResolvedRun) -> dict[str, 
         spec = node[key]
         keep = {k: spec[k] for k in ("name", "id", "target") if k in spec}
         node[key] = {**keep, **r.options.model_dump(mode="json")}
-    return _drop_default_architecture(out)
+    return _drop_later_defaults(out)

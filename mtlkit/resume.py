@@ -44,6 +44,7 @@ HARMLESS = (
     "trainer.device",
     "trainer.diagnostics",
     "trainer.loader.",
+    "trainer.batched_backward",
 )
 """Paths (exact, or a prefix ending in '.') that never change what a run computes."""
 

@@ -157,6 +157,7 @@ class Trainer:
             autocast=self._autocast,
             scaler=self.scaler,
             diagnostics_every=tc.diagnostics,
+            batched_backward=tc.batched_backward,
         )
         self.optimizer = self._optimizer()
         in_optimizer = {id(p) for g in self.optimizer.param_groups for p in g["params"]}

@@ -202,3 +202,20 @@ def test_unsafe_yaml_tags_refused(tmp_path: Path) -> None:
 def test_schema_is_json_schema() -> None:
     schema = RunConfig.model_json_schema()
     assert {"backbone", "tasks", "weighter", "data", "trainer"} <= set(schema["properties"])
+
+
+def test_fields_added_later_are_left_out_at_their_default(tmp_path) -> None:
+    """A config from before ``trainer.batched_backward`` (or ``trainer.loader``, or
+    ``architecture``) existed hashes the same: each is dropped from the config dict while at its
+    default, and kept once set."""
+    from mtlkit.config import config_to_dict, load_config
+    from mtlkit.sweep import config_hash
+
+    from .conftest import tiny_config
+
+    plain = config_to_dict(load_config(data=tiny_config(tmp_path)))
+    assert "batched_backward" not in plain["trainer"] and "loader" not in plain["trainer"]
+    assert "architecture" not in plain
+    on = config_to_dict(load_config(data=tiny_config(tmp_path, trainer__batched_backward=True)))
+    assert on["trainer"]["batched_backward"] is True
+    assert config_hash(on) != config_hash(plain)
