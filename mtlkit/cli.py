@@ -170,7 +170,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--out", metavar="DIR", help="output folder (default: <sweep folder>/report)")
     rp.add_argument("--json", action="store_true", help="print report.json instead of Markdown")
+    _data_parser(sub, overrides)
     return p
+
+
+def _data_parser(sub: Any, overrides: Any) -> None:
+    """``mtlkit data shard``: a dataset written as WebDataset shards."""
+    da = sub.add_parser("data", help="write a dataset as WebDataset shards")
+    das = da.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    sh = das.add_parser(
+        "shard",
+        help="write every sample of the config's dataset to WebDataset tar shards",
+        description="Write the config's dataset (all splits, stored samples) to shard-NNNNNN.tar"
+        " files plus index.pt and dataset.json; train on them with data.name=shards, or"
+        " data.name=webdataset for face data (re-split by the face protocol).",
+    )
+    overrides(sh)
+    sh.add_argument("--out", required=True, metavar="DIR", help="folder to write the shards to")
+    sh.add_argument(
+        "--shard-size", type=int, default=1000, metavar="N", help="samples per shard (1000)"
+    )
+    sh.add_argument("--seed", type=int, default=0, help="seed of the order samples are written in")
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -378,6 +398,21 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
             print(f"[{split}] {task}: {shown}")
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from mtlkit.config import load_config
+    from mtlkit.errors import ConfigError
+    from mtlkit.shards import shard_config
+
+    if args.shard_size < 1:
+        raise ConfigError("--shard-size must be at least 1")
+    written = shard_config(
+        load_config(args.config, args.override), args.out, shard_size=args.shard_size,
+        seed=args.seed,
+    )
+    print(f"wrote {written['count']} samples in {len(written['shards'])} shard(s) to {args.out}")
+    return 0
+
+
 COMMANDS = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
@@ -387,6 +422,7 @@ COMMANDS = {
     "config": _cmd_config,
     "sweep": _cmd_sweep,
     "report": _cmd_report,
+    "data": _cmd_data,
 }
 
 

@@ -41,6 +41,11 @@ def register_datasets(registry: Registry) -> None:
         "mtlkit.builtin.synthetic:SyntheticData",
         summary="Gaussian clusters with one label factor per task",
     )
+    registry.add(
+        "shards",
+        "mtlkit.shards:ShardsData",
+        summary="WebDataset shards written by 'mtlkit data shard', splits as written",
+    )
 
 
 @hookimpl

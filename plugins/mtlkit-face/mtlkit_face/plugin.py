@@ -42,6 +42,16 @@ def register_datasets(registry: Registry) -> None:
         summary="CSV manifest path,subject,expression[,sequence][,attr_<name>...]",
     )
     registry.add(
+        "image_folder",
+        "mtlkit_face.data.folder:ImageFolderData",
+        summary="one folder per person (or per expression) of face images",
+    )
+    registry.add(
+        "webdataset",
+        "mtlkit_face.data.shards:FaceShardsData",
+        summary="WebDataset shards of a face dataset ('mtlkit data shard'), re-split by protocol",
+    )
+    registry.add(
         "synthetic_faces",
         "mtlkit_face.data.synthetic:SyntheticFacesData",
         summary="deterministic drawn faces (identity x expression)",

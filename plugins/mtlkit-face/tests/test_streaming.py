@@ -158,3 +158,135 @@ def test_bad_file_in_a_worker_is_skipped_and_counted(tmp_path: Path, broken: Pat
     assert "ID01_happy_0.png" in results["data"]["skipped_files"][0]
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["data"]["skipped_images"] == 1
+
+
+def _shard(tmp_path: Path, faces: Path, size: int = 20) -> Path:
+    import yaml
+
+    from mtlkit.cli import main
+
+    cfg = manifest_config(tmp_path / "unused", faces, None)
+    path = tmp_path / "source.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "shards"
+    assert main(["data", "shard", str(path), "--out", str(out), "--shard-size", str(size)]) == 0
+    return out
+
+
+def test_shards_split_like_their_source_and_train_the_same(tmp_path: Path, faces: Path) -> None:
+    """Shards written from the manifest re-split by the face protocol to the same people and
+    the same pixels: decoded into memory they train bit-identically to the manifest run."""
+    out = _shard(tmp_path, faces)
+    assert len(list(out.glob("shard-*.tar"))) == 5  # 84 samples, 20 per shard
+    source = Trainer(load_config(data=manifest_config(tmp_path / "m", faces, None,
+                                                      storage="memory")))
+    cfg = manifest_config(tmp_path / "w", faces, None, storage="memory")
+    cfg["data"] = {**cfg["data"], "name": "webdataset", "root": str(out)}
+    del cfg["data"]["manifest"]
+    shards = Trainer(load_config(data=cfg))
+    for name, part in source.data.named().items():
+        for key in ("subject", "sequence", "expression"):
+            assert torch.equal(part.meta[key], shards.data.named()[name].meta[key])
+    source.fit()
+    shards.fit()
+    for a, b in zip(_params(source), _params(shards)):
+        assert torch.equal(a, b)
+
+
+def test_streamed_shards_resume_exactly_with_two_workers(tmp_path: Path, faces: Path) -> None:
+    out = _shard(tmp_path, faces)
+
+    def cfg(name: str) -> dict:
+        c = manifest_config(tmp_path / name, faces, 2, storage="stream")
+        c["data"] = {**c["data"], "name": "webdataset", "root": str(out)}
+        del c["data"]["manifest"]
+        return c
+
+    full = Trainer(load_config(data=cfg("full")))
+    assert full.data.train.chunks is not None
+    full.fit()
+    part = Trainer(load_config(data=cfg("part")))
+    part.config.trainer.max_steps = full.steps_per_epoch + 1
+    part.fit()
+    resumed = Trainer(load_config(data=cfg("part")))
+    resumed.fit(resume=True, allow_config_change=True)
+    assert resumed.state.step == full.state.step
+    for a, b in zip(_params(full), _params(resumed)):
+        assert torch.equal(a, b)
+
+
+def test_image_folder_by_subject_streams(tmp_path: Path, faces: Path) -> None:
+    from mtlkit_face.data.folder import ImageFolderData
+
+    def setup(storage: str, tasks: list[str]) -> Any:
+        data = ImageFolderData(ImageFolderData.Options(
+            root=str(faces.parent / "img"), folders="subject", storage=storage, num_folds=3,
+        ))
+        return data.setup(tasks, {"in_chans": 1})
+
+    with pytest.raises(DataError, match="no target"):
+        setup("stream", ["expression"])
+    memory, stream = setup("memory", ["face_identity"]), setup("stream", ["face_identity"])
+    assert stream.train.streamed and stream.summary["total"]["subjects"] == 6
+    assert stream.summary["total"]["sequences"] == 84  # an image directly under a person
+    index = torch.arange(len(memory.train))
+    assert torch.equal(memory.train.batch(index)["input"], stream.train.batch(index)["input"])
+    # subject-disjoint exactly as in memory: nobody in test trains
+    train_people = set(stream.train.meta["subject"].tolist())
+    assert stream.test is not None
+    assert not train_people & set(stream.test.meta["subject"].tolist())
+
+
+def test_image_folder_by_expression(tmp_path: Path, faces: Path) -> None:
+    from mtlkit_face.data.folder import ImageFolderData
+
+    root = tmp_path / "by_expression"
+    for png in (faces.parent / "img").rglob("*.png"):
+        expression = png.stem.split("_")[1]
+        (root / expression).mkdir(parents=True, exist_ok=True)
+        (root / expression / png.name).write_bytes(png.read_bytes())
+    data = ImageFolderData(ImageFolderData.Options(root=str(root), folders="expression"))
+    splits = data.setup(["expression"], {"in_chans": 1})
+    assert splits.info["expression"]["num_classes"] == 7
+    assert splits.summary["total"]["images"] == splits.summary["total"]["subjects"] == 84
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["manifest", "webdataset"])
+def test_two_ranks_stream_with_workers_and_resume_exactly(
+    tmp_path: Path, faces: Path, source: str
+) -> None:
+    """`mtlkit train --nproc 2` (gloo) on streamed data, one worker per rank: each rank reads its
+    share (its samples, or its shards); stopped mid-epoch and resumed, it ends where an
+    uninterrupted run ends, bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from mtlkit.checkpoint import load_checkpoint
+
+    root = _shard(tmp_path, faces, size=10) if source == "webdataset" else None
+
+    def train(name: str, *extra: str) -> None:
+        cfg = manifest_config(tmp_path / name, faces, 1, storage="stream")
+        cfg["trainer"].update(batch_size=8, checkpoint_every=3)
+        if root is not None:
+            cfg["data"] = {**cfg["data"], "name": "webdataset", "root": str(root)}
+            del cfg["data"]["manifest"]
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        cmd = [sys.executable, "-m", "mtlkit", "train", str(path), "--nproc", "2", *extra]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+
+    train("full")
+    train("part", "-o", "trainer.max_steps=3")
+    train("part", "--resume", "--allow-config-change")
+    full = load_checkpoint(tmp_path / "full" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert int(full["train_state"]["step"]) == int(resumed["train_state"]["step"]) > 3
+    for key, value in full["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key

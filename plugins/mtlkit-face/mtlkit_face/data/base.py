@@ -181,6 +181,12 @@ class FaceDataModule(FaceInputFiles, DataModule):
         """What reads the images of ``records`` on demand (their files, by default)."""
         return FileReader.of(records, layout, self.options.on_bad_image)
 
+    def label_names(self) -> dict[str, list[str]]:
+        """The names behind the ``subject``, ``sequence`` and ``expression`` indices of ``meta``
+        (after ``setup``): what shards written from this dataset keep to be re-split."""
+        t = self.table
+        return {"subject": t.subjects, "sequence": t.sequences, "expression": t.expressions}
+
     def supported_targets(self) -> list[str]:
         """The target names this source provides (after ``load_records``)."""
         names = [t for t in SUPPORTED_TARGETS if t != "expression" or self.has_expressions]
