@@ -264,7 +264,7 @@ def run_command(
         assert "valid" in captured.out
         return
     parsed = _parser().parse_args(args)  # exits (fails) on a bad command line
-    assert parsed.command in ("train", "evaluate", "predict", "export"), (
+    assert parsed.command in ("train", "evaluate", "predict", "export", "data"), (
         f"no rule for {shlex.join(argv)}"
     )
     config = mtlkit.config.load_config(ROOT / parsed.config, parsed.override)
