@@ -76,7 +76,41 @@ HeadGradients = Literal["weighted", "own"]
 """How a gradient method trains the task heads (``GramWeighter.head_gradients``)."""
 
 
-class GramWeighter(Weighter):
+class PeriodicWeights(Weighter):
+    """``update_every: k`` for a method whose shared update is ``sum_i w_i g_i`` with the weights
+    it records: weights computed every k steps, and in between the last ones combine the
+    representation gradients (one trunk backward, the cost of equal weighting; exact, since
+    ``g_i = J^T dL_i/dz``). A subclass calls :meth:`reuse_weights` first in ``combine``."""
+
+    @property
+    def update_every(self) -> int:
+        return int(getattr(self.options, "update_every", 1))
+
+    def _between_updates(self, step: int | None) -> bool:
+        return self.update_every > 1 and step is not None and step % self.update_every != 0
+
+    def needs_at(self, step: int | None) -> Needs:
+        """Between weight updates (``update_every``): representation gradients, with counters."""
+        if not self._between_updates(step):
+            return self.needs
+        base = self.needs
+        return Needs(grads="representation", features=base.features, after_step=base.after_step,
+                     counters=True, step_metrics=base.step_metrics)
+
+    def reuse_weights(self, inp: WeighterInput) -> Update | None:
+        """The update with the last weights on a step between updates, else None."""
+        if not self._between_updates(inp.step) or inp.grads is None:
+            return None
+        w = self.record(self.weights.to(inp.grads.device))
+        return Update(weights=w, grad=combine_input_rows(w, inp.grads, inp.grads_scratch),
+                      head_weights=self.head_weights_for(w))
+
+    def head_weights_for(self, w: Tensor) -> Tensor | None:
+        """``Update.head_weights`` for the shared coefficients ``w`` (None: ``w`` itself)."""
+        return None
+
+
+class GramWeighter(PeriodicWeights):
     """Base of the methods whose update is a linear combination ``sum_i w_i g_i`` of the task
     gradients, with ``w`` computed from the T x T Gram matrix ``K = G G^T`` only.
 
@@ -116,29 +150,6 @@ class GramWeighter(Weighter):
     @abstractmethod
     def solve(self, k: Tensor, inp: WeighterInput) -> Tensor:
         """Task weights ``[T]`` (on ``k``'s device) from the Gram matrix ``k``."""
-
-    @property
-    def update_every(self) -> int:
-        return int(getattr(self.options, "update_every", 1))
-
-    def _between_updates(self, step: int | None) -> bool:
-        return self.update_every > 1 and step is not None and step % self.update_every != 0
-
-    def needs_at(self, step: int | None) -> Needs:
-        """Between weight updates (``update_every``): representation gradients, with counters."""
-        if not self._between_updates(step):
-            return self.needs
-        base = self.needs
-        return Needs(grads="representation", features=base.features, after_step=base.after_step,
-                     counters=True, step_metrics=base.step_metrics)
-
-    def reuse_weights(self, inp: WeighterInput) -> Update | None:
-        """The update with the last weights on a step between updates, else None."""
-        if not self._between_updates(inp.step) or inp.grads is None:
-            return None
-        w = self.record(self.weights.to(inp.grads.device))
-        return Update(weights=w, grad=combine_input_rows(w, inp.grads, inp.grads_scratch),
-                      head_weights=self.head_weights_for(w))
 
     def head_weights_for(self, w: Tensor) -> Tensor | None:
         """``Update.head_weights`` for the shared coefficients ``w``, per ``head_gradients``:

@@ -44,12 +44,12 @@ from collections.abc import Sequence
 import torch
 from pydantic import Field
 
-from mtlkit.options import Options
-from mtlkit.weighter import Needs, Update, Weighter, WeighterInput, WeighterSetup
+from mtlkit.weighter import Needs, Update, WeighterInput, WeighterSetup
+from mtlkit_weighters._common import PeriodicWeights, UpdateEveryOptions
 from mtlkit_weighters._solvers import combine_input_rows
 
 
-class ExcessMTLOptions(Options):
+class ExcessMTLOptions(UpdateEveryOptions):
     step_size: float = Field(1e-2, gt=0.0)
     """Step size ``eta`` of the exponentiated weight update (the reference's
     ``robust_step_size``)."""
@@ -57,7 +57,7 @@ class ExcessMTLOptions(Options):
     """Added to the accumulated squared gradients inside the square root."""
 
 
-class ExcessMTLWeighter(Weighter):
+class ExcessMTLWeighter(PeriodicWeights):
     """Exponentiated weights on AdaGrad-estimated excess risks (He et al. 2024)."""
 
     Options = ExcessMTLOptions
@@ -96,6 +96,9 @@ class ExcessMTLWeighter(Weighter):
                             for i in range(g.shape[0])])
 
     def combine(self, inp: WeighterInput) -> Update:
+        reused = self.reuse_weights(inp)  # update_every: the last weights in between
+        if reused is not None:
+            return reused
         grads = inp.grads
         if grads is None:
             raise ValueError("excess_mtl needs parameter gradients (needs.grads)")

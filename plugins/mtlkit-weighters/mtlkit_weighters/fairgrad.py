@@ -31,13 +31,12 @@ import numpy as np
 from pydantic import Field
 from torch import Tensor
 
-from mtlkit.options import Options
 from mtlkit.weighter import Needs, WeighterInput
-from mtlkit_weighters._common import GramWeighter
+from mtlkit_weighters._common import GramWeighter, UpdateEveryOptions
 from mtlkit_weighters._solvers import to_device, to_host
 
 
-class FairGradOptions(Options):
+class FairGradOptions(UpdateEveryOptions):
     alpha: float = Field(1.0, gt=0.0)
     """The fairness exponent (LibMTL's default 1.0: proportional fairness)."""
     reg: float = Field(1e-6, ge=0.0)

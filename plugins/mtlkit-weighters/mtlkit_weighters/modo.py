@@ -38,14 +38,15 @@ from typing import Literal
 
 import torch
 from pydantic import Field
+from torch import Tensor
 
-from mtlkit.options import Options
-from mtlkit.weighter import Needs, Update, Weighter, WeighterInput
+from mtlkit.weighter import Needs, Update, WeighterInput
+from mtlkit_weighters._common import PeriodicWeights, UpdateEveryOptions
 from mtlkit_weighters._solvers import combine_input_rows, gram
 from mtlkit_weighters.moco import project_simplex_torch
 
 
-class MoDoOptions(Options):
+class MoDoOptions(UpdateEveryOptions):
     gamma: float = Field(1e-3, gt=0.0)
     """Step of the lambda update (LibMTL's ``MoDo_gamma``)."""
     rho: float = Field(0.1, ge=0.0)
@@ -54,7 +55,7 @@ class MoDoOptions(Options):
     """Scale of the weights and the update: T (equal weighting's scale) or 1 (the reference)."""
 
 
-class MoDoWeighter(Weighter):
+class MoDoWeighter(PeriodicWeights):
     """MGDA's dual by one projected-gradient step per training step (Chen et al. 2023)."""
 
     Options = MoDoOptions
@@ -66,7 +67,13 @@ class MoDoWeighter(Weighter):
         t = self.num_tasks
         self.register_buffer("lambd", torch.full((t,), 1.0 / t))
 
+    def head_weights_for(self, w: Tensor) -> Tensor | None:
+        return torch.ones_like(w)  # heads: their own loss gradient, unscaled
+
     def combine(self, inp: WeighterInput) -> Update:
+        reused = self.reuse_weights(inp)  # update_every: the last weights in between
+        if reused is not None:
+            return reused
         grads = inp.grads
         if grads is None:
             raise ValueError("modo needs parameter gradients (needs.grads)")

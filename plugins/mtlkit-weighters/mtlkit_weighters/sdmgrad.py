@@ -42,12 +42,12 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from mtlkit.options import Options
-from mtlkit.weighter import Needs, Update, Weighter, WeighterInput
+from mtlkit.weighter import Needs, Update, WeighterInput
+from mtlkit_weighters._common import PeriodicWeights, UpdateEveryOptions
 from mtlkit_weighters._solvers import combine_input_rows, gram, project_simplex, to_device, to_host
 
 
-class SDMGradOptions(Options):
+class SDMGradOptions(UpdateEveryOptions):
     lamda: float = Field(0.3, ge=0.0)
     """Pull toward the mean gradient (LibMTL's ``SDMGrad_lamda``)."""
     niter: int = Field(20, ge=0)
@@ -75,7 +75,7 @@ def sdmgrad_inner(k: np.ndarray, w: np.ndarray, lamda: float, niter: int, lr: fl
     return w
 
 
-class SDMGradWeighter(Weighter):
+class SDMGradWeighter(PeriodicWeights):
     """Direction-oriented multi-objective gradient toward the mean gradient (Xiao et al. 2023)."""
 
     Options = SDMGradOptions
@@ -99,7 +99,13 @@ class SDMGradWeighter(Weighter):
             w = start
         return to_device(w, k)
 
+    def head_weights_for(self, w: Tensor) -> Tensor | None:
+        return torch.ones_like(w)  # heads: their own loss gradient, unscaled
+
     def combine(self, inp: WeighterInput) -> Update:
+        reused = self.reuse_weights(inp)  # update_every: the last weights in between
+        if reused is not None:
+            return reused
         grads = inp.grads
         if grads is None:
             raise ValueError("sdmgrad needs parameter gradients (needs.grads)")

@@ -47,13 +47,12 @@ import numpy as np
 from pydantic import Field
 from torch import Tensor
 
-from mtlkit.options import Options
 from mtlkit.weighter import Needs, WeighterInput
-from mtlkit_weighters._common import GramWeighter
+from mtlkit_weighters._common import GramWeighter, UpdateEveryOptions
 from mtlkit_weighters._solvers import to_device, to_host
 
 
-class UPGradOptions(Options):
+class UPGradOptions(UpdateEveryOptions):
     sum_to: Literal["tasks", "one"] = "tasks"
     """Preference vector: ``u = 1`` (sum of the projections; equal weighting when nothing
     conflicts) or ``u = 1/T`` (TorchJD's and LibMTL's mean)."""

@@ -15,7 +15,31 @@ from mtlkit.plugins import PluginHost
 from mtlkit.trainer import Trainer
 from mtlkit.weighter import Needs
 
-GRAM_METHODS = ["mgda", "pcgrad", "cagrad", "imtl", "nash_mtl", "aligned_mtl"]
+def _registered() -> dict[str, type]:
+    host = PluginHost()
+    return {e.name: host.weighters.resolve(e.name) for e in host.weighters.entries()}
+
+
+def _takes_update_every(cls: type) -> bool:
+    return "update_every" in getattr(getattr(cls, "Options", None), "model_fields", {})
+
+
+GRAM_METHODS = sorted(n for n, c in _registered().items() if _takes_update_every(c))
+"""Every registered method with ``update_every`` (from the registry, not a hand-kept list)."""
+
+NO_UPDATE_EVERY = {"db_mtl", "moco"}
+"""Parameter-gradient methods without ``update_every``: their update combines running averages
+of past gradients, not ``sum_i w_i g_i`` of this step's, so "the last weights on this step's
+gradients" would be another method (docs/weighting.md)."""
+
+
+def test_every_parameter_gradient_method_has_update_every_or_a_reason() -> None:
+    param = {
+        n for n, c in _registered().items()
+        if getattr(c, "needs", None) is not None and c.needs.grads == "parameters"
+    }
+    assert param - NO_UPDATE_EVERY <= set(GRAM_METHODS)
+    assert {"fairgrad", "upgrad", "excess_mtl", "modo", "sdmgrad", "pcgrad"} <= set(GRAM_METHODS)
 
 
 def _trainer(tmp_path: Path, weighter: dict[str, Any]) -> Trainer:
