@@ -103,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
         help="an unreadable input stops the command (error, the default) or gets a row with"
         " its error and no prediction (skip)",
     )
+    pr.add_argument(
+        "--strict-inputs",
+        action="store_true",
+        help="refuse an image of another colour mode or size than the model's (by default it is"
+        " converted, counted and named in the 'converted' column); --on-bad-image applies",
+    )
     pr.add_argument("--batch-size", type=int, metavar="N", help="default: trainer.eval_batch_size")
     pr.add_argument("--force", action="store_true", help="replace existing output files")
 
@@ -301,9 +307,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.threshold is not None and not args.pairs:
         raise ConfigError("--threshold applies to --pairs, which is not given")
     config = load_config(args.config, args.override)
-    run = P.load_run(config, args.checkpoint)
+    run = P.load_run(config, args.checkpoint, purpose="predict")
     preds = P.predict_files(
-        run, args.inputs, on_bad_image=args.on_bad_image, batch_size=args.batch_size
+        run, args.inputs, on_bad_image=args.on_bad_image, batch_size=args.batch_size,
+        strict_inputs=args.strict_inputs,
     )
     pairs = P.score_pairs(run, preds, args.pairs, args.threshold) if args.pairs else None
     if not args.out:
@@ -321,7 +328,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if pairs is not None:
         files[paths["pairs"]] = P.format_rows(pairs, fmt)
     P.write_outputs(files)
-    print(f"wrote {', '.join(str(p) for p in files)} ({len(preds.rows)} inputs)")
+    print(
+        f"wrote {', '.join(str(p) for p in files)} ({len(preds.rows)} inputs,"
+        f" {len(preds.converted)} converted to the model's {run.layout.describe()})"
+    )
     return 0
 
 
@@ -332,7 +342,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     target = check_target(args.format, args.out)
     refuse_existing([target, sidecar_path(target)], args.force)
-    run = load_run(load_config(args.config, args.override), args.checkpoint)
+    run = load_run(load_config(args.config, args.override), args.checkpoint, purpose="export")
     content = export_run(run, args.format, args.out, force=args.force)
     worst = max(content["check"]["max_abs_diff"].values(), default=0.0)
     print(

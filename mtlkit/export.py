@@ -4,9 +4,9 @@ program, with a sidecar JSON that says how to feed it and what it returns.
 The exported model takes the prepared input (``[B, ...]`` float32, what the run's dataset feeds
 the model) and returns every task's inference outputs (:meth:`mtlkit.task.Task.inference_outputs`)
 in a fixed order, named ``<task>.<output>``; the batch size is free. After writing, the file is
-loaded back and run on samples of the run's data, and its outputs are compared with the PyTorch
-model's: a difference beyond :data:`TOLERANCE` is an error, and the measured difference is
-recorded in the sidecar.
+loaded back and run on samples of the run's data (seeded random pixels when the run was rebuilt
+from its checkpoint alone), and its outputs are compared with the PyTorch model's: a difference
+beyond :data:`TOLERANCE` is an error, and the measured difference is recorded in the sidecar.
 """
 
 from __future__ import annotations
@@ -78,10 +78,17 @@ def inference_module(run: LoadedRun) -> tuple[nn.Module, list[str]]:
 
 def example_inputs(run: LoadedRun, count: int = CHECK_SAMPLES) -> Tensor:
     """Up to ``count`` prepared samples of the run's data (test split first): what the exported
-    model is traced with and checked on."""
+    model is traced with and checked on. A run rebuilt from its checkpoint alone has no data:
+    seeded random samples of the stored layout, prepared as training prepared them."""
     import torch
 
     data = run.trainer.data
+    if run.from_checkpoint:
+        split = data.train
+        stored = run.layout.random_samples(max(2, count))
+        prepare = split.prepare
+        x = prepare(stored) if prepare is not None else stored.float()
+        return x.to(run.trainer.device)
     split = data.test if data.test is not None and len(data.test) else data.train
     n = max(2, min(count, len(split)))
     index = torch.arange(n) % len(split)
@@ -89,49 +96,35 @@ def example_inputs(run: LoadedRun, count: int = CHECK_SAMPLES) -> Tensor:
 
 
 def preprocessing(run: LoadedRun) -> dict[str, Any]:
-    """How a raw sample becomes the model's input, measured from the dataset's ``prepare``.
+    """How a raw sample becomes the model's input, from the run's input layout.
 
     For uint8 images ``[C, H, W]`` whose ``prepare`` is ``(x / 255 - mean) / std`` per channel
-    (checked on three pixel values), the mean and std are recovered exactly; any other
-    ``prepare`` is reported as such, with the input's shape.
+    (every pixel value checked, :meth:`mtlkit.layout.InputLayout.mean_std`), the mean and std
+    are recovered; any other ``prepare`` is reported as such, with the input's shape.
     """
-    import torch
-
-    train = run.trainer.data.train
-    like = train.inputs[0]
-    example = train.batch(torch.arange(1))["input"]
+    layout = run.layout
     out: dict[str, Any] = {
         "name": INPUT_NAME,
-        "shape": ["batch", *example.shape[1:]],
-        "dtype": str(example.dtype).removeprefix("torch."),
-        "stored_sample": {
-            "shape": list(like.shape),
-            "dtype": str(like.dtype).removeprefix("torch."),
-        },
+        "shape": ["batch", *layout.input_shape],
+        "dtype": layout.input_dtype,
+        "stored_sample": {"shape": list(layout.sample_shape), "dtype": layout.sample_dtype},
     }
-    if like.dtype != torch.uint8 or like.ndim != 3:
+    if layout.sample_dtype != "uint8" or len(layout.sample_shape) != 3:
         out["normalisation"] = "none recorded: the data's samples are not uint8 images"
         return out
-    c, h, w = (int(v) for v in like.shape)
+    c, h, w = layout.sample_shape
     out.update(channels=c, height=h, width=w, colour="grayscale" if c == 1 else "RGB")
-    prepare = train.prepare
-    if prepare is None:
+    if layout.prepare == "float":
         out["normalisation"] = "x (uint8 as float, unscaled)"
         return out
-    levels = {v: prepare(torch.full((1, c, h, w), v, dtype=torch.uint8)).reshape(c, -1)
-              for v in (0, 51, 255)}
-    p0, p51, p255 = (levels[v][:, 0].double() for v in (0, 51, 255))
-    constant = all(bool((t == t[:, :1]).all()) for t in levels.values())
-    std = 1.0 / (p255 - p0)
-    mean = -p0 * std
-    affine = constant and bool(torch.allclose((0.2 - mean) / std, p51, atol=1e-4))
-    if not affine:
+    found = layout.mean_std()
+    if found is None:
         out["normalisation"] = "the dataset's own (not a per-channel (x/255 - mean)/std)"
         return out
-    out["mean"] = [round(float(v), 6) for v in mean]
-    out["std"] = [round(float(v), 6) for v in std]
+    out["mean"] = [round(v, 6) for v in found[0]]
+    out["std"] = [round(v, 6) for v in found[1]]
     out["normalisation"] = "(pixel / 255 - mean) / std per channel, NCHW"
-    if example.ndim == 2:
+    if len(layout.input_shape) == 1:
         out["normalisation"] += ", then flattened to [B, C*H*W]"
     return out
 
@@ -279,9 +272,12 @@ def export_run(run: LoadedRun, fmt: str, out: str | Path, *, force: bool = False
             "outputs": outputs,
             "tasks": list(run.trainer.task_ids),
             "checkpoint": {"path": str(run.checkpoint), "step": run.step},
+            "class_names_and_layout_from": "checkpoint" if run.from_checkpoint else "data",
             "recorded_metrics": {"source": run.recorded_from, "val": run.recorded},
             "check": {
                 "samples": int(example.shape[0]),
+                "inputs": "seeded random pixels (no data at hand)" if run.from_checkpoint
+                else "samples of the run's data (test split first)",
                 "max_abs_diff": diffs,
                 "tolerance": TOLERANCE,
                 "runtime": "onnxruntime" if fmt == "onnx" else "torch",

@@ -1,12 +1,14 @@
 """``mtlkit predict``: a trained run on new input files, one output row per file.
 
-The run is rebuilt from its config exactly as ``mtlkit evaluate`` rebuilds it (the data included:
-the heads' class names and the input layout come from it) and the checkpoint is checked against
-it. Files are read by the run's dataset, so new images go through the same decoding as the
-training images; a dataset offers that by implementing :class:`ReadsInputFiles`. Each task turns
-its head output into row values (:meth:`mtlkit.task.Task.predict`); nothing here knows which
-tasks exist. Torch and the trainer are imported inside the functions, so ``mtlkit --help`` stays
-fast.
+The run is rebuilt from its config exactly as ``mtlkit evaluate`` rebuilds it, and the checkpoint
+is checked against it. The heads' class names and the input layout come from the data when it can
+be set up (and must then agree with the checkpoint's), else from the checkpoint alone
+(:func:`checkpoint_data`). Files are read by the run's dataset, so new images go through the same
+decoding as the training images; a dataset offers that by implementing :class:`ReadsInputFiles`,
+and says what it had to convert (another colour mode or size), which is counted and reported, or
+refused with ``strict_inputs``. Each task turns its head output into row values
+(:meth:`mtlkit.task.Task.predict`); nothing here knows which tasks exist. Torch and the trainer
+are imported inside the functions, so ``mtlkit --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from mtlkit.config import RunConfig
+    from mtlkit.data import DataSplits
+    from mtlkit.layout import InputLayout
     from mtlkit.plugins import PluginHost
     from mtlkit.trainer import Trainer
 
@@ -50,6 +54,32 @@ class InputFile:
     """Where it was listed (a manifest line), for messages; empty for a file or folder input."""
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """One change a file needed to become the model's input (a mode conversion, a resize)."""
+
+    kind: str
+    """The same for alike files, so they are counted together: ``colour (RGB) to grayscale``,
+    ``resized``."""
+    detail: str = ""
+    """This file's particulars: ``from 50x40``."""
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.detail}".strip()
+
+
+@dataclass(frozen=True)
+class InputSample:
+    """A file read for predict: the stored sample, and what was changed to make it fit."""
+
+    sample: Tensor
+    conversions: tuple[Conversion, ...] = ()
+    """Empty when the file already had the model's mode and size."""
+
+    def describe(self) -> str:
+        return "; ".join(str(c) for c in self.conversions)
+
+
 @runtime_checkable
 class ReadsInputFiles(Protocol):
     """What a dataset implements so ``mtlkit predict`` can read new files the way it read its
@@ -60,9 +90,10 @@ class ReadsInputFiles(Protocol):
         names none."""
         ...
 
-    def read_input_file(self, path: str, like: Tensor) -> Tensor:
-        """One file as a stored sample shaped and typed like ``like`` (before ``prepare``);
-        a DataError naming the file when it cannot be read."""
+    def read_input_file(self, path: str, like: Tensor) -> InputSample | Tensor:
+        """One file as a stored sample shaped and typed like ``like`` (before ``prepare``), with
+        the conversions it needed (a bare Tensor: none); a DataError naming the file when it
+        cannot be read."""
         ...
 
 
@@ -81,29 +112,103 @@ class LoadedRun:
     recorded): where a task finds a decision threshold."""
     recorded_from: str
     """Where ``recorded`` was found, for messages."""
+    layout: InputLayout
+    """What a stored sample is and how it becomes model input."""
+    from_checkpoint: bool = False
+    """True when the data could not be set up: class names and layout are the checkpoint's."""
 
 
 def load_run(
-    config: RunConfig, checkpoint: str | Path, host: PluginHost | None = None
+    config: RunConfig,
+    checkpoint: str | Path,
+    host: PluginHost | None = None,
+    *,
+    purpose: Literal["predict", "export", "evaluate"] = "predict",
 ) -> LoadedRun:
     """Build the run of ``config`` and load ``checkpoint`` into it (model weights only).
 
-    A missing or unsafe file, a checkpoint of other tasks, heads of other sizes, and class names
-    that differ from the data's are errors naming what differs.
+    The data is set up as for training when it can be; when it cannot (it is not on disk), the
+    class names and input layout the checkpoint stores stand in for it, with a notice. A missing
+    or unsafe file, a checkpoint of other tasks, heads of other sizes, and class names that
+    differ from the data's are errors naming what differs; ``purpose`` names the command in
+    notices.
     """
     from mtlkit.checkpoint import load_checkpoint
+    from mtlkit.layout import InputLayout
     from mtlkit.trainer import Trainer
 
     path = Path(checkpoint)
     state = load_checkpoint(path)
-    trainer = Trainer(config, host)
-    trainer.check_checkpoint(state, purpose="evaluate", split="")
+    try:
+        trainer = Trainer(config, host)
+    except DataError as exc:
+        data, layout = checkpoint_data(state, config, str(exc))
+        notice(
+            f"{purpose}: the data could not be set up ({exc}); using the class names and input"
+            f" layout ({layout.describe()}) stored in {path.name}"
+        )
+        trainer = Trainer(config, host, data=data)
+        from_checkpoint = True
+    else:
+        layout = InputLayout.measure(trainer.data.train)
+        from_checkpoint = False
+    trainer.check_checkpoint(state, purpose=purpose, split="")
     _check_data_info(state, trainer)
     trainer.load_state_dict(state, model_only=True)
     trainer.model.eval()
     step = int(state.get("train_state", {}).get("step", 0))
     recorded, where = recorded_metrics(state, path)
-    return LoadedRun(trainer, path, step, recorded, where)
+    return LoadedRun(trainer, path, step, recorded, where, layout, from_checkpoint)
+
+
+def checkpoint_data(
+    state: Mapping[str, Any], config: RunConfig, reason: str
+) -> tuple[DataSplits, InputLayout]:
+    """Stand-in splits built from what the checkpoint stores (``data_info``, ``input_layout``):
+    enough to build the model with the heads it was trained with, and to prepare inputs as
+    training did. A CheckpointError saying what is missing when the checkpoint (an older run's)
+    does not store it; ``reason`` says why the data itself could not be used."""
+    import torch
+
+    from mtlkit.data import DataSplits, TensorDataset
+    from mtlkit.layout import InputLayout
+    from mtlkit.task import MISSING_LABEL
+
+    info_raw, layout_raw = state.get("data_info"), state.get("input_layout")
+    info_raw = info_raw if isinstance(info_raw, str) else ""
+    layout_raw = layout_raw if isinstance(layout_raw, str) else ""
+    missing = [
+        what
+        for what, raw in (("class names (data_info)", info_raw), ("input layout", layout_raw))
+        if not raw
+    ]
+    if missing:
+        raise CheckpointError(
+            f"the data could not be set up ({reason}), and the checkpoint does not record its"
+            f" {' or its '.join(missing)}, which stand in for the data (a checkpoint written"
+            " before mtlkit stored them, or one whose samples could not be measured): make the"
+            " training data available again (e.g. -o data.root=...)"
+        )
+    layout = InputLayout.from_json(layout_raw)
+    try:
+        prepare = layout.prepare_fn()
+    except DataError as exc:
+        raise CheckpointError(f"the data could not be set up ({reason}), and {exc}") from None
+    try:
+        info = json.loads(info_raw)
+    except ValueError as exc:
+        raise CheckpointError(f"the checkpoint's data_info is unreadable ({exc})") from None
+    # as many rows as a training batch (views of one zero sample: no memory), so nothing
+    # downstream mistakes the stand-in for a tiny training set
+    rows = max(1, config.trainer.batch_size)
+    inputs = layout.like().unsqueeze(0).expand(rows, *layout.sample_shape)
+    missing_label = torch.full((1,), MISSING_LABEL, dtype=torch.long).expand(rows)
+    split = TensorDataset(
+        inputs=inputs,
+        targets={t.target_key: missing_label for t in config.tasks},
+        prepare=prepare,
+    )
+    return DataSplits(train=split, val=split, info=info), layout
 
 
 def _check_data_info(state: Mapping[str, Any], trainer: Trainer) -> None:
@@ -198,6 +303,10 @@ class Predictions:
     """Input name (and absolute path) -> position in ``outputs``; skipped inputs are absent."""
     skipped: dict[str, str] = field(default_factory=dict)
     """Input name -> why it could not be read."""
+    converted: dict[str, str] = field(default_factory=dict)
+    """Input name -> what it needed to become the model's input (another mode, another size)."""
+    conversion_counts: dict[str, int] = field(default_factory=dict)
+    """Kind of conversion (``colour (RGB) to grayscale``, ``resized``) -> inputs that had it."""
 
 
 def list_inputs(reader: ReadsInputFiles, sources: Sequence[str]) -> list[InputFile]:
@@ -225,22 +334,44 @@ def _batches(items: Sequence[InputFile], size: int) -> Iterator[Sequence[InputFi
         yield items[start : start + size]
 
 
+def _read(
+    reader: ReadsInputFiles, item: InputFile, like: Tensor, strict: str | None
+) -> InputSample:
+    """One file as a sample; with ``strict`` (the model's input, described) a file that needs
+    converting is a DataError, like an unreadable one."""
+    read = reader.read_input_file(item.path, like)
+    sample = read if isinstance(read, InputSample) else InputSample(read)
+    if strict is not None and sample.conversions:
+        raise DataError(
+            f"{item.path}: {sample.describe()}: --strict-inputs refuses inputs that are not"
+            f" already the model's {strict}"
+        )
+    return sample
+
+
 def predict_files(
     run: LoadedRun,
     sources: Sequence[str],
     *,
     on_bad_image: BadImagePolicy = "error",
     batch_size: int | None = None,
+    strict_inputs: bool = False,
 ) -> Predictions:
     """Predict every file the sources name; an unreadable file stops it (``error``) or becomes a
-    row with an ``error`` and no predictions (``skip``), so the rows always match the inputs."""
+    row with an ``error`` and no predictions (``skip``), so the rows always match the inputs.
+
+    A file converted to fit the model (another colour mode or size) is predicted, named in its
+    row's ``converted`` column and counted in a notice; ``strict_inputs`` makes it unreadable
+    instead (stopped or skipped as above).
+    """
     import numpy as np
     import torch
 
     trainer = run.trainer
     reader = input_reader(run)
     files = list_inputs(reader, sources)
-    like = trainer.data.train.inputs[0]
+    like = run.layout.like()
+    strict = run.layout.describe() if strict_inputs else None
     size = batch_size or trainer.config.trainer.eval_batch_size
     rows: list[dict[str, Any]] = []
     good_rows: list[int] = []
@@ -252,7 +383,7 @@ def predict_files(
             good: list[tuple[InputFile, Tensor]] = []
             for item in chunk:
                 try:
-                    good.append((item, reader.read_input_file(item.path, like)))
+                    read = _read(reader, item, like, strict)
                 except DataError as exc:
                     where = f"{item.origin}: " if item.origin else ""
                     if on_bad_image == "error":
@@ -260,16 +391,25 @@ def predict_files(
                             f"{where}{exc} (pass --on-bad-image skip to predict the others)"
                         ) from None
                     result.skipped[item.name] = str(exc)
+                    continue
+                good.append((item, read.sample))
+                if read.conversions:
+                    result.converted[item.name] = read.describe()
+                    for kind in dict.fromkeys(c.kind for c in read.conversions):
+                        counts = result.conversion_counts
+                        counts[kind] = counts.get(kind, 0) + 1
             predicted = iter(_run_batch(trainer, [x for _, x in good], outputs, arrays))
             for item in chunk:
                 row: dict[str, Any] = {"index": len(rows), "path": item.name}
                 if item.name in result.skipped:
+                    row["converted"] = ""
                     row["error"] = result.skipped[item.name]
                 else:
                     result.position[item.name] = len(good_rows)
                     result.position.setdefault(os.path.abspath(item.path), len(good_rows))
                     good_rows.append(len(rows))
                     row.update(next(predicted))
+                    row["converted"] = result.converted.get(item.name, "")
                     row["error"] = ""
                 rows.append(row)
     if not good_rows:
@@ -282,6 +422,8 @@ def predict_files(
     result.outputs = {
         task: {k: torch.cat(v) for k, v in outs.items()} for task, outs in outputs.items()
     }
+    if result.converted:
+        notice(conversion_notice(result, len(files), run.layout.describe()))
     if result.skipped:
         first = "; ".join(list(result.skipped.values())[:_SHOWN])
         notice(
@@ -289,6 +431,17 @@ def predict_files(
             f" rows carry the error: {first}"
         )
     return result
+
+
+def conversion_notice(result: Predictions, total: int, model_input: str) -> str:
+    """How many inputs were converted to fit the model, by kind, with the first few named."""
+    kinds = ", ".join(f"{n} {kind}" for kind, n in result.conversion_counts.items())
+    first = "; ".join(f"{name}: {what}" for name, what in list(result.converted.items())[:_SHOWN])
+    return (
+        f"converted {len(result.converted)} of {total} input(s) to the model's {model_input}"
+        f" input ({kinds}), e.g. {first}; the rows' 'converted' column names each, and"
+        " --strict-inputs refuses such inputs"
+    )
 
 
 def _run_batch(

@@ -37,6 +37,7 @@ from mtlkit.data import Batch, DataSplits, Loaded
 from mtlkit.errors import CheckpointError, ConfigError, MtlkitError, NonFiniteLossError
 from mtlkit.evaluation import evaluate_split, move_batch
 from mtlkit.gradients import DIAGNOSTICS, GradientEngine, StepResult
+from mtlkit.layout import InputLayout
 from mtlkit.loading import BatchLoader, EpochPlan, merge_skips, resolve_loader
 from mtlkit.notices import format_metric
 from mtlkit.notices import notice as _notice
@@ -49,6 +50,12 @@ from mtlkit.weighter import Weighter, WeighterSetup
 
 LAST = "last.pt"
 BEST = "best.pt"
+_USING_A_CHECKPOINT = {
+    "evaluate": "evaluating",
+    "predict": "predicting with",
+    "export": "exporting",
+}
+"""How the notice of a checkpoint from another config names the command in use."""
 
 
 @dataclass
@@ -84,7 +91,11 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 class Trainer:
     """Owns model, tasks, weighter, optimizer and scheduler for one run directory."""
 
-    def __init__(self, config: RunConfig, host: PluginHost | None = None) -> None:
+    def __init__(
+        self, config: RunConfig, host: PluginHost | None = None, data: DataSplits | None = None
+    ) -> None:
+        """``data``: splits to use instead of setting up the config's dataset (predict and export
+        build the model from a checkpoint's stored class names and input layout this way)."""
         self.config = config
         self.host = host or get_plugin_manager()
         tc = config.trainer
@@ -113,8 +124,11 @@ class Trainer:
             self._build(resolved.tasks[tid], f"tasks.{i}", lambda c, o, tid=tid: c(tid, o))
             for i, tid in enumerate(self.task_ids)
         ]
-        data_module = self._build(resolved.data, "data", lambda c, o: c(o))
-        self.data: DataSplits = data_module.setup(self.target_keys, self.backbone.data_config())
+        if data is None:
+            data_module = self._build(resolved.data, "data", lambda c, o: c(o))
+            data = data_module.setup(self.target_keys, self.backbone.data_config())
+        self.data: DataSplits = data
+        self._input_layout: str | None = None
         heads: dict[str, HeadSpec] = {}
         for task, key in zip(self.tasks, self.target_keys):
             if key not in self.data.train.targets:
@@ -307,8 +321,20 @@ class Trainer:
             "task_ids": list(self.task_ids),
             # what each head was sized by (class names...): predict/export check the data agrees
             "data_info": json.dumps(self.data.info, default=str),
+            # and how a sample becomes model input, so they work without the data (empty: unknown)
+            "input_layout": self.input_layout_json(),
             "mtlkit_version": __version__,
         }
+
+    def input_layout_json(self) -> str:
+        """The training split's :class:`~mtlkit.layout.InputLayout` as JSON, measured once; empty
+        when it cannot be measured (predict and export then need the data)."""
+        if self._input_layout is None:
+            try:
+                self._input_layout = InputLayout.measure(self.data.train).to_json()
+            except Exception:  # optional metadata: it must never stop a checkpoint being saved
+                self._input_layout = ""
+        return self._input_layout
 
     def save(self, name: str = LAST) -> Path:
         """Rank 0 writes; every rank waits so nobody reads a checkpoint being written."""
@@ -379,9 +405,9 @@ class Trainer:
         """Compare a checkpoint with this run before using it (see ``mtlkit.resume``).
 
         ``purpose="resume"``: forbidden changes are errors, legitimate ones need
-        ``allow_change``; returns the legitimate changes. ``purpose="evaluate"``: differences
-        are reported as a notice. Both refuse a ``split`` sharing a group with the training split
-        the checkpoint saw.
+        ``allow_change``; returns the legitimate changes. ``purpose="evaluate"`` (or
+        ``"predict"``, ``"export"``): differences are reported as a notice naming the command.
+        All refuse a ``split`` sharing a group with the training split the checkpoint saw.
         """
         # compare with every plugin option's default filled in, so spelling out a default is
         # no change (older checkpoints hold only the config as written)
@@ -395,8 +421,9 @@ class Trainer:
         legitimate = R.check_resume(changes, allow_change) if purpose == "resume" else []
         meaningful = [c for c in changes if c.kind == "forbidden"]
         if meaningful and self.is_main:
+            doing = _USING_A_CHECKPOINT.get(purpose, f"{purpose}:")
             _notice(
-                "evaluating a checkpoint trained with another config:\n"
+                f"{doing} a checkpoint trained with another config:\n"
                 + "\n".join(f"  {c.describe()}" for c in meaningful)
             )
         key = str(ckpt.get("group_key") or "") or None

@@ -4,7 +4,7 @@ core-only run, and the errors of a run whose dataset cannot read files."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +155,145 @@ def test_threshold_without_pairs(
                  "0.5"])
     err = capsys.readouterr().err
     assert code == 2 and "--threshold applies to --pairs" in err
+
+
+# --- the input layout a checkpoint stores ------------------------------------------------------
+
+
+def _normalise(
+    mean: list[float], std: list[float], flat: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A face-style prepare: (x / 255 - mean) / std per channel, optionally flattened."""
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        m = torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1)
+        out = (x.float() / 255.0 - m) / s
+        return out.flatten(1) if flat else out
+
+    return prepare
+
+
+@pytest.mark.parametrize(("shape", "flat"), [((3, 5, 7), False), ((1, 40, 40), True)])
+def test_layout_table_gives_the_prepares_very_floats(shape: tuple[int, ...], flat: bool) -> None:
+    """The stored table reproduces the dataset's prepare bit for bit (after a JSON round trip),
+    on images it was not measured on, and yields the mean and std an export documents."""
+    from mtlkit.data import TensorDataset
+    from mtlkit.layout import InputLayout
+
+    mean, std = [0.485, 0.456, 0.406][: shape[0]], [0.229, 0.224, 0.225][: shape[0]]
+    prepare = _normalise(mean, std, flat)
+    images = torch.randint(0, 256, (4, *shape), dtype=torch.uint8)
+    data = TensorDataset(inputs=images, targets={}, prepare=prepare)
+    layout = InputLayout.from_json(InputLayout.measure(data).to_json())
+    assert layout.prepare == "table" and layout.sample_shape == shape
+    assert layout.input_shape == ((shape[0] * shape[1] * shape[2],) if flat else shape)
+    new = torch.randint(0, 256, (3, *shape), dtype=torch.uint8)
+    rebuilt = layout.prepare_fn()
+    assert rebuilt is not None and torch.equal(rebuilt(new), prepare(new))
+    found = layout.mean_std()
+    assert found is not None
+    assert found[0] == pytest.approx(mean, abs=1e-5) and found[1] == pytest.approx(std, abs=1e-5)
+    assert layout.describe() == ("RGB 7x5" if shape[0] == 3 else "grayscale 40x40")
+
+
+def test_layout_of_a_prepare_that_is_no_pixel_map_is_not_stored() -> None:
+    """A prepare that looks at the whole image (here: centring on its mean) cannot be stored;
+    using such a layout without the data is a named error."""
+    from mtlkit.data import TensorDataset
+    from mtlkit.errors import DataError
+    from mtlkit.layout import InputLayout
+
+    def centre(x: torch.Tensor) -> torch.Tensor:
+        f = x.float()
+        return f - f.mean(dim=(1, 2, 3), keepdim=True)
+
+    images = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
+    layout = InputLayout.measure(TensorDataset(inputs=images, targets={}, prepare=centre))
+    assert layout.prepare == "opaque" and layout.mean_std() is None
+    with pytest.raises(DataError, match="training data must be available"):
+        layout.prepare_fn()
+    floats = InputLayout.measure(TensorDataset(inputs=torch.randn(2, 16), targets={}))
+    assert floats.prepare == "float" and floats.prepare_fn() is None
+    assert floats.describe() == "float32 [16]"
+
+
+def _data_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the core synthetic dataset fail to set up, as a dataset whose files are gone does."""
+    from mtlkit.builtin.synthetic import SyntheticData
+    from mtlkit.errors import DataError
+
+    def gone(self: Any, tasks: Any, data_config: Any) -> Any:
+        raise DataError("synthetic: the data folder is gone")
+
+    monkeypatch.setattr(SyntheticData, "setup", gone)
+
+
+def test_export_from_the_checkpoint_alone_matches_the_export_with_data(
+    core_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without its data a run exports from what its checkpoint stores: same heads, same input
+    description, the same outputs."""
+    config, ckpt = core_run
+    args = ["export", str(config), "--checkpoint", str(ckpt), "--format", "torchscript"]
+    assert main([*args, "--out", str(tmp_path / "with.pt")]) == 0
+    _data_gone(monkeypatch)
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "without.pt")]) == 0
+    err = capsys.readouterr().err
+    assert "export: the data could not be set up (synthetic: the data folder is gone)" in err
+    assert "stored in last.pt" in err
+    with_data = json.loads(sidecar_path(tmp_path / "with.pt").read_text())
+    without = json.loads(sidecar_path(tmp_path / "without.pt").read_text())
+    assert without["input"] == with_data["input"]
+    assert without["outputs"] == with_data["outputs"]
+    assert without["class_names_and_layout_from"] == "checkpoint"
+    assert "random" in without["check"]["inputs"]
+    x = torch.randn(5, 16)
+    for a, b in zip(run_exported("torchscript", tmp_path / "with.pt", x),
+                    run_exported("torchscript", tmp_path / "without.pt", x)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.bad_input("predict or export")
+def test_older_checkpoint_without_its_layout_needs_the_data(
+    core_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A checkpoint written before the layout was stored still exports with the data; without
+    the data the error says what the checkpoint lacks and what to do."""
+    from mtlkit.checkpoint import load_checkpoint, save_checkpoint
+
+    config, ckpt = core_run
+    state = load_checkpoint(ckpt)
+    del state["input_layout"], state["format_version"]
+    old = save_checkpoint(state, tmp_path / "old.pt")
+    args = ["export", str(config), "--checkpoint", str(old), "--format", "torchscript"]
+    assert main([*args, "--out", str(tmp_path / "a.pt")]) == 0
+    _data_gone(monkeypatch)
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "b.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "mtlkit: error: " in err
+    assert "the data folder is gone" in err and "does not record its input layout" in err
+    assert "make the training data available" in err
+    assert not (tmp_path / "b.pt").exists()
+
+
+@pytest.mark.parametrize(("command", "wording"), [("export", "exporting"),
+                                                  ("predict", "predicting with")])
+def test_another_configs_checkpoint_is_noticed_in_the_commands_words(
+    core_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    command: str, wording: str,
+) -> None:
+    config, ckpt = core_run
+    args = [command, str(config), "-o", "seed=11", "--checkpoint", str(ckpt)]
+    args += (["--format", "torchscript", "--out", str(tmp_path / "m.pt")] if command == "export"
+             else [str(tmp_path)])
+    capsys.readouterr()
+    main(args)
+    err = capsys.readouterr().err
+    assert f"mtlkit: {wording} a checkpoint trained with another config:" in err
+    assert "seed" in err and "evaluating" not in err

@@ -1,10 +1,11 @@
 """New image files for ``mtlkit predict``: what an input names, decoded like the training data.
 
 Mixed into every face dataset, so a trained face model reads new images exactly as it read its
-training images (the same mode conversions and resize, ``mtlkit_face.data.images.decode``). An
-input is an image file, a folder (searched recursively, hidden entries skipped) or a manifest CSV
-in the face-data format (``mtlkit_face.data.manifest``: its ``path`` column, resolved and checked
-the same way).
+training images (the same mode conversions and resize as ``mtlkit_face.data.images.decode``), and
+says which of them a file needed (predict counts and reports them, or refuses them with
+``--strict-inputs``). An input is an image file, a folder (searched recursively, hidden entries
+skipped) or a manifest CSV in the face-data format (``mtlkit_face.data.manifest``: its ``path``
+column, resolved and checked the same way).
 """
 
 from __future__ import annotations
@@ -15,13 +16,48 @@ from pathlib import Path
 import torch
 
 from mtlkit.errors import DataError
-from mtlkit.predict import InputFile
-from mtlkit_face.data.images import BadImage, decode
+from mtlkit.predict import Conversion, InputFile, InputSample
+from mtlkit_face.data.images import BadImage, open_image, to_array
 from mtlkit_face.data.records import natural_key
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm")
 """What a folder input is searched for (case-insensitive)."""
 MANIFEST_SUFFIXES = (".csv", ".tsv")
+MODE_NAMES = {
+    "L": "grayscale",
+    "RGB": "colour (RGB)",
+    "RGBA": "colour with alpha (RGBA)",
+    "LA": "grayscale with alpha (LA)",
+    "P": "palette (P)",
+    "PA": "palette with alpha (PA)",
+    "1": "bilevel (1)",
+    "CMYK": "CMYK",
+    "YCbCr": "YCbCr",
+    "I": "32-bit grayscale (I)",
+    "F": "float grayscale (F)",
+}
+"""How a PIL mode is named in the conversions predict reports."""
+
+
+def mode_name(mode: str) -> str:
+    """A PIL mode in words (``I;16`` variants are 16-bit grayscale)."""
+    if mode.startswith("I;16"):
+        return f"16-bit grayscale ({mode})"
+    return MODE_NAMES.get(mode, f"mode {mode}")
+
+
+def conversions(mode: str, size: tuple[int, int], chans: int, target: tuple[int, int]) -> tuple[
+    Conversion, ...
+]:
+    """What an image of PIL ``mode`` and ``size`` (W, H) needs to become ``chans`` channels at
+    ``target`` (H, W): a mode conversion, a resize, both or nothing."""
+    out: list[Conversion] = []
+    wanted = "L" if chans == 1 else "RGB"
+    if mode != wanted:
+        out.append(Conversion(f"{mode_name(mode)} to {mode_name(wanted)}"))
+    if (size[1], size[0]) != target:
+        out.append(Conversion("resized", f"from {size[0]}x{size[1]} to {target[1]}x{target[0]}"))
+    return tuple(out)
 
 
 def _folder_images(folder: Path) -> list[Path]:
@@ -70,16 +106,20 @@ class FaceInputFiles:
             return _manifest_images(path)
         return [InputFile(path=str(path), name=source)]
 
-    def read_input_file(self, path: str, like: torch.Tensor) -> torch.Tensor:
+    def read_input_file(self, path: str, like: torch.Tensor) -> InputSample:
         """``path`` decoded to a stored sample shaped like ``like`` (uint8 ``[C, H, W]``): any
-        mode converted to its channels and resized to its size, as in training."""
+        mode converted to its channels and resized to its size, as in training, with what it
+        needed of that."""
         if like.ndim != 3 or like.dtype != torch.uint8:
             raise DataError(
                 f"cannot read {path} for this model: its data holds {like.dtype} samples of"
                 f" shape {tuple(like.shape)}, not uint8 images [C, H, W]"
             )
+        chans, size = int(like.shape[0]), (int(like.shape[1]), int(like.shape[2]))
         try:
-            array = decode(path, int(like.shape[0]), (int(like.shape[1]), int(like.shape[2])))
+            with open_image(path) as src:
+                changes = conversions(src.mode, src.size, chans, size)
+                array = to_array(src, chans, size, path)
         except BadImage as bad:
             raise DataError(str(bad)) from None
-        return torch.tensor(array)  # a copy: decode caches its arrays (read-only)
+        return InputSample(torch.tensor(array), changes)

@@ -78,20 +78,64 @@ def test_jsonl_out_and_stdout(
     assert len(row["face_identity.embedding"]) == 128
 
 
-def test_manifest_input_and_converted_modes(face_run: dict[str, Any], tmp_path: Path) -> None:
+def _colour_photo(face_run: dict[str, Any], folder: Path) -> Path:
+    """A test face saved as an RGB JPEG of another size: what a user's camera gives."""
+    folder.mkdir(exist_ok=True)
+    path = folder / "b.jpg"
+    Image.open(face_run["paths"][1]).convert("RGB").resize((50, 40)).save(path)
+    return path
+
+
+def test_manifest_input_and_converted_modes(
+    face_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A manifest's rows are read like the dataset's; an RGB image of another size is converted
-    and resized as in training, so it predicts (not an error)."""
+    and resized as in training, so it predicts, and the conversion is named in its row, counted
+    on stderr and in the closing line (the model is grayscale)."""
     folder = tmp_path / "data"
     folder.mkdir()
     Image.open(face_run["paths"][0]).save(folder / "a.png")
-    Image.open(face_run["paths"][1]).convert("RGB").resize((50, 40)).save(folder / "b.jpg")
+    _colour_photo(face_run, folder)
     manifest = folder / "list.csv"
     manifest.write_text("path,subject,expression\na.png,p1,happy\nb.jpg,p2,happy\n")
     out = tmp_path / "pred.csv"
+    capsys.readouterr()
     assert main(predict_args(face_run, manifest, out=out)) == 0
+    captured = capsys.readouterr()
     rows = read_csv(out)
     assert [Path(r["path"]).name for r in rows] == ["a.png", "b.jpg"]
     assert all(r["error"] == "" and r["expression"] for r in rows)
+    assert rows[0]["converted"] == ""
+    assert rows[1]["converted"] == "colour (RGB) to grayscale; resized from 50x40 to 32x32"
+    assert (
+        "converted 1 of 2 input(s) to the model's grayscale 32x32 input (1 colour (RGB) to"
+        " grayscale, 1 resized)" in captured.err
+    )
+    assert "--strict-inputs" in captured.err
+    assert "1 converted to the model's grayscale 32x32" in captured.out
+
+
+def test_inputs_already_in_the_models_layout_pass_strict_unconverted(
+    face_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "pred.csv"
+    capsys.readouterr()
+    assert main([*predict_args(face_run, face_run["images"], out=out), "--strict-inputs"]) == 0
+    assert {r["converted"] for r in read_csv(out)} == {""}
+    assert "converted" not in capsys.readouterr().err
+
+
+def test_strict_inputs_with_skip_keeps_a_row_for_the_refused_image(
+    face_run: dict[str, Any], tmp_path: Path
+) -> None:
+    photo = _colour_photo(face_run, tmp_path / "photos")
+    out = tmp_path / "pred.csv"
+    args = [*predict_args(face_run, face_run["paths"][0], photo, out=out), "--strict-inputs",
+            "--on-bad-image", "skip"]
+    assert main(args) == 0
+    rows = read_csv(out)
+    assert rows[0]["error"] == "" and rows[0]["expression"]
+    assert "colour (RGB) to grayscale" in rows[1]["error"] and rows[1]["expression"] == ""
 
 
 def test_pairs_use_the_recorded_threshold(face_run: dict[str, Any], tmp_path: Path) -> None:
@@ -157,6 +201,19 @@ def test_unreadable_image_stops_by_default(
     out = tmp_path / "pred.csv"
     expect_cli_error(predict_args(face_run, face_run["paths"][0], bad, out=out), capsys,
                   "notes.png", "not an image", "--on-bad-image skip")
+    assert not out.exists()
+
+
+@pytest.mark.bad_input("predict or export")
+def test_strict_inputs_refuses_a_colour_photo_for_a_grayscale_model(
+    face_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = _colour_photo(face_run, tmp_path / "photos")
+    out = tmp_path / "pred.csv"
+    expect_cli_error([*predict_args(face_run, face_run["paths"][0], photo, out=out),
+                      "--strict-inputs"], capsys,
+                     "b.jpg", "colour (RGB) to grayscale; resized from 50x40 to 32x32",
+                     "--strict-inputs refuses", "grayscale 32x32", "--on-bad-image skip")
     assert not out.exists()
 
 
