@@ -187,7 +187,7 @@ def checkpoint_data(
             f"the data could not be set up ({reason}), and the checkpoint does not record its"
             f" {' or its '.join(missing)}, which stand in for the data (a checkpoint written"
             " before mtlkit stored them, or one whose samples could not be measured): make the"
-            " training data available again (e.g. -o data.root=...)"
+            " training data available again (where the config says, or -o data.<option>=PATH)"
         )
     layout = InputLayout.from_json(layout_raw)
     try:
