@@ -38,6 +38,8 @@ def run_one(t: int, args: argparse.Namespace) -> Path:
         cmd += ["--weighters", args.weighters]
     if args.no_memory:
         cmd.append("--no-memory")
+    # every parameter-gradient trainer holds a [T, D] buffer: time them a few at a time at large T
+    cmd += ["--group-size", str(0 if t <= 10 else max(2, 80 // t))]
     print("running", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     return path
@@ -84,6 +86,71 @@ def markdown(table: dict[str, dict[int, dict[str, float | None]]], ts: list[int]
     return md
 
 
+CHEAP_K = (4, 10)
+"""``update_every`` periods whose cost is derived in the cheap-settings table."""
+
+
+def every_k(ratio: float, k: int) -> float:
+    """Time ratio of ``update_every: k`` from the full method's ratio ``r``: one full step and
+    ``k - 1`` steps of one weighted-loss backward, which cost what an ``equal`` step costs:
+    ``(r + k - 1) / k``."""
+    return (ratio + k - 1) / k
+
+
+def _measured(name: str) -> dict[str, float]:
+    """Median time ratios from a ``weighter_cost.py --update-every/--batched`` results file."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return {}
+    timing = json.loads(path.read_text())["timing"]
+    return {k: v["ratio"]["median"] for k, v in timing.items() if not k.startswith("_")}
+
+
+def cheap_settings(table: dict[str, dict[int, dict[str, float | None]]], t: int,
+                   model: str) -> str:
+    """The parameter-gradient methods at T = ``t``: full, ``update_every`` (derived from the
+    measured full ratio, checked against a measured run at T = 10), the representation variant
+    and the batched backward where measured, against the published CelebA ratio."""
+    full = {n: r[t]["ratio"] for n, r in table.items() if t in r and r[t]["ratio"] is not None}
+    param = sorted(n for n, r in full.items() if r > 2.0 and "-" not in n and "+" not in n)
+    if not param:
+        return ""
+    batched = _measured(f"cheap_settings_T{t}_{model}")
+    check = _measured(f"cheap_settings_T10_{model}")
+    md = (
+        f"\n### Cheap settings at T = {t}\n\n"
+        "`update_every: k` columns are derived, not timed: one full step and k - 1 steps of one"
+        " weighted-loss backward (an `equal` step), `(r + k - 1) / k` from the measured full"
+        " ratio r."
+    )
+    if check:
+        pairs = [
+            (n.removesuffix("-every10"), v) for n, v in check.items() if n.endswith("-every10")
+        ]
+        md += " Check at T = 10 (`cheap_settings_T10`, 10 steps per round): " + "; ".join(
+            f"`{n}` every 10 measured {v:.2f}x, derived {every_k(check[n], 10):.2f}x from its"
+            f" measured {check[n]:.2f}x" for n, v in pairs if n in check
+        ) + "."
+    md += (
+        "\n\n| method | full | "
+        + " | ".join(f"update_every {k}" for k in CHEAP_K)
+        + " | rep variant | batched backward | published (CelebA, T=40) |\n|---|"
+        + "---|" * (len(CHEAP_K) + 4) + "\n"
+    )
+    for n in param:
+        rep = full.get(f"{n}-rep")
+        bat = batched.get(f"{n}+batched")
+        pub = PUBLISHED_CELEBA_T40.get(n)
+        md += (
+            f"| `{n}` | {full[n]:.2f} | "
+            + " | ".join(f"{every_k(full[n], k):.2f}" for k in CHEAP_K)
+            + f" | {'n/a' if rep is None else f'{rep:.2f}'}"
+            + f" | {'n/a' if bat is None else f'{bat:.2f}'}"
+            + f" | {'n/a' if pub is None else f'{pub:.2f}'} |\n"
+        )
+    return md
+
+
 def plot(table: dict[str, dict[int, dict[str, float | None]]], out: Path) -> Path | None:
     try:
         import matplotlib
@@ -123,7 +190,7 @@ def main() -> None:
     args = p.parse_args()
     paths = {t: run_one(t, args) for t in args.tasks}
     table = collect(paths)
-    md = markdown(table, sorted(paths), args)
+    md = markdown(table, sorted(paths), args) + cheap_settings(table, max(paths), args.model)
     write_results(f"many_tasks_{args.model}", {"table": table, "args": vars(args)}, md)
     PLOTS.mkdir(parents=True, exist_ok=True)
     plot(table, PLOTS / f"many_tasks_{args.model}.png")

@@ -211,7 +211,30 @@ def run_hand(
 def time_all(
     specs: dict[str, dict[str, Any]], args: argparse.Namespace, host: PluginHost
 ) -> dict[str, dict[str, Any]]:
+    """Interleaved rounds in groups of ``--group-size`` methods, each group with its own
+    ``equal`` (the ratio's reference and control) and its trainers freed afterwards: at large T
+    every parameter-gradient trainer holds a ``[T, D]`` buffer, and all of them at once would not
+    fit in memory (T = 20 on resnet18: about 0.9 GB each)."""
     batches = make_batches(args.steps, args.batch, args.image_size, args.model, args.device)
+    others = [n for n in specs if n != "equal"]
+    size = args.group_size or max(1, len(others))
+    groups = [others[i : i + size] for i in range(0, len(others), size)] or [[]]
+    out: dict[str, dict[str, Any]] = {}
+    for g, group in enumerate(groups):
+        print(f"group {g + 1}/{len(groups)}: {', '.join(group)}", file=sys.stderr, flush=True)
+        part = {n: specs[n] for n in ("equal", *group)}
+        timed = _time_group(part, args, host, batches, with_hand=g == 0)
+        out.update({k: v for k, v in timed.items() if k != "equal" or g == 0})
+    return out
+
+
+def _time_group(
+    specs: dict[str, dict[str, Any]],
+    args: argparse.Namespace,
+    host: PluginHost,
+    batches: list[Batch],
+    with_hand: bool,
+) -> dict[str, dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {
             name: build_trainer(spec, args, os.path.join(tmp, name), host)
@@ -223,7 +246,10 @@ def time_all(
             name: (lambda tr=tr: run_trainer(tr, batches, args.device))
             for name, tr in trainers.items()
         }
-        runners["hand-written loop"] = lambda: run_hand(hand_model, hand_opt, batches, args.device)
+        if with_hand:
+            runners["hand-written loop"] = lambda: run_hand(
+                hand_model, hand_opt, batches, args.device
+            )
         for name, run in runners.items():  # warm-up (allocations, lazy state, first solves)
             print(f"warm-up {name}", file=sys.stderr, flush=True)
             run()
@@ -393,6 +419,8 @@ def main() -> None:
     p.add_argument("--memory-one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--name", default=None, help="results file stem (default weighter_cost_<model>)")
     p.add_argument("--tasks", type=int, default=2, help="number of tasks T (classification)")
+    p.add_argument("--group-size", type=int, default=0,
+                   help="methods timed together with their own equal (0: all at once)")
     p.add_argument("--update-every", type=int, nargs="*", default=[],
                    help="also time each selected method with update_every: k (use --steps k)")
     p.add_argument("--batched", action="store_true",
