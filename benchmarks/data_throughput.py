@@ -87,8 +87,9 @@ def dataset(cache: Path, size: int, pool: int) -> Path:
     return manifest
 
 
-def measure(manifest: str, storage: str, workers: int) -> dict[str, Any]:
-    """One epoch of the training split through the trainer's loader (run in a child process)."""
+def measure(manifest: str, storage: str, workers: int, limit: int = 0) -> dict[str, Any]:
+    """One epoch of the training split through the trainer's loader (run in a child process);
+    ``limit``: only its first ``limit`` images (whole batches)."""
     import torch
     from mtlkit_face.data.manifest import ManifestData
 
@@ -108,7 +109,8 @@ def measure(manifest: str, storage: str, workers: int) -> dict[str, Any]:
     loader = BatchLoader(train, settings, seed=0)
     t0 = time.perf_counter()
     seen = 0
-    for loaded in loader(plan.keys(0)):
+    keys = plan.keys(0, limit=-(-limit // BATCH) if limit else None)
+    for loaded in loader(keys):
         seen += len(loaded.batch["input"])
     epoch = time.perf_counter() - t0
     loader.close()
@@ -119,6 +121,7 @@ def measure(manifest: str, storage: str, workers: int) -> dict[str, Any]:
         "workers": settings.num_workers,
         "images": len(train),
         "read": seen,
+        "epoch_fraction": round(len(keys) / plan.num_batches, 4),
         "setup_s": round(setup, 2),
         "epoch_s": round(epoch, 2),
         "images_per_s": round(seen / epoch, 1),
@@ -127,8 +130,8 @@ def measure(manifest: str, storage: str, workers: int) -> dict[str, Any]:
     }
 
 
-def _child(manifest: Path, storage: str, workers: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", str(manifest), storage, str(workers)]
+def _child(manifest: Path, storage: str, workers: int, limit: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", str(manifest), storage, str(workers), str(limit)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
@@ -143,15 +146,18 @@ def _markdown(rows: list[dict[str, Any]], pool: int) -> str:
         " default augmentation (flip, shift), one epoch read through `mtlkit.loading` without a"
         " model, 1 torch thread per process.",
         "",
-        "| N | storage | workers | train images | setup s | epoch s | images/s |"
-        " peak RSS main (MB) | peak RSS per worker (MB) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| N | storage | workers | train images | images read | setup s | read s |"
+        " images/s | epoch s (all train images) | peak RSS main (MB) | peak RSS per worker (MB) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         worker = "" if r["rss_worker_mb"] is None else f"{r['rss_worker_mb']:.0f}"
+        full = r["images"] / r["images_per_s"]
         lines.append(
-            f"| {r['n']} | {r['storage']} | {r['workers']} | {r['images']} | {r['setup_s']:.1f} |"
-            f" {r['epoch_s']:.1f} | {r['images_per_s']:.0f} | {r['rss_main_mb']:.0f} | {worker} |"
+            f"| {r['n']} | {r['storage']} | {r['workers']} | {r['images']} | {r['read']} |"
+            f" {r['setup_s']:.1f} | {r['epoch_s']:.1f} | {r['images_per_s']:.0f} |"
+            f" {full:.0f}{'' if r['read'] == r['images'] else ' (from the rate)'} |"
+            f" {r['rss_main_mb']:.0f} | {worker} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -166,12 +172,15 @@ def main() -> None:
                    help="largest N also measured in memory (decoded: N x 12.5 KB)")
     p.add_argument("--generate-only", action="store_true")
     p.add_argument("--no-write", action="store_true", help="print, do not write results/")
-    p.add_argument("--child", nargs=3, metavar=("MANIFEST", "STORAGE", "WORKERS"),
+    p.add_argument("--read-at-most", type=int, default=0, metavar="IMAGES",
+                   help="read only the first IMAGES of each epoch (0: all); per-image cost is"
+                   " then measured on a sample of the shuffled epoch")
+    p.add_argument("--child", nargs=4, metavar=("MANIFEST", "STORAGE", "WORKERS", "LIMIT"),
                    help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        manifest, storage, workers = args.child
-        print(json.dumps(measure(manifest, storage, int(workers))))
+        manifest, storage, workers, limit = args.child
+        print(json.dumps(measure(manifest, storage, int(workers), int(limit))))
         return
     cache = Path(args.cache).expanduser()
     manifests = {n: dataset(cache, n, args.pool) for n in args.sizes}
@@ -183,7 +192,7 @@ def main() -> None:
         runs = [("memory", 0)] if n <= args.memory_up_to else []
         runs += [("stream", w) for w in args.workers]
         for storage, workers in runs:
-            row = {"n": n, **_child(manifest, storage, workers)}
+            row = {"n": n, **_child(manifest, storage, workers, args.read_at_most)}
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
     total = time.perf_counter() - t0

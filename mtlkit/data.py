@@ -39,6 +39,18 @@ class Loaded:
     batch: Batch
     skipped: tuple[str, ...] = ()
 
+    def pin_memory(self) -> Loaded:
+        """The batch in page-locked memory (the DataLoader's pinning thread calls this)."""
+        b = self.batch
+        return Loaded(
+            Batch(
+                input=b["input"].pin_memory(),
+                targets={k: v.pin_memory() for k, v in b["targets"].items()},
+                meta={k: v.pin_memory() for k, v in b["meta"].items()},
+            ),
+            self.skipped,
+        )
+
 
 class Dataset(Protocol):
     """What the trainer and evaluation need of a split; targets and metadata stay in memory.

@@ -20,6 +20,7 @@ import io
 import json
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -36,6 +37,8 @@ FORMAT = "mtlkit-shards"
 INDEX = "index.pt"
 DESCRIPTION = "dataset.json"
 PATTERN = "shard-%06d.tar"
+OPEN_SHARDS = 4
+"""Shards a process keeps open (a batch spans at most two; evaluation reads one at a time)."""
 EXTRA = "the 'webdataset' package (pip install 'mtlkit[shards]' or 'mtlkit-face[shards]')"
 
 
@@ -113,7 +116,7 @@ class ShardReader:
         self.policy = policy
         self.empty_shape = tuple(empty_shape)
         self.dtype = dtype
-        self._cursors: dict[int, _Cursor] = {}
+        self._cursors: OrderedDict[int, _Cursor] = OrderedDict()
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -125,21 +128,24 @@ class ShardReader:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_cursors"] = {}
+        state["_cursors"] = OrderedDict()
         return state
 
     def _cursor(self, shard: int, position: int) -> _Cursor:
         if self._pid != os.getpid():  # a forked worker: its parent's open files are not its own
-            self._cursors, self._pid = {}, os.getpid()
+            self._cursors, self._pid = OrderedDict(), os.getpid()
         cursor = self._cursors.get(shard)
         if cursor is None or cursor.next > position:
             if cursor is not None:
-                cursor.close()
+                self._cursors.pop(shard).close()
+            while len(self._cursors) >= OPEN_SHARDS:  # the least recently read one
+                self._cursors.popitem(last=False)[1].close()
             path = self.files[shard]
             try:
                 cursor = self._cursors[shard] = _Cursor(path)
             except OSError as exc:
                 raise DataError(f"shard {path}: cannot be opened ({exc.strerror or exc})") from None
+        self._cursors.move_to_end(shard)
         return cursor
 
     def _sample(self, shard: int, position: int) -> np.ndarray:

@@ -159,3 +159,27 @@ def test_missing_webdataset_names_the_extra(
     monkeypatch.setattr(builtins, "__import__", no_webdataset)
     with pytest.raises(DataError, match=r"pip install 'mtlkit\[shards\]'"):
         Trainer(load_config(data=_shards_config(tmp_path, out)), host)
+
+
+def test_a_reader_keeps_few_shards_open(tmp_path: Path, host: PluginHost) -> None:
+    from mtlkit.shards import OPEN_SHARDS, read_description, reader_for
+
+    out = _write_shards(tmp_path, size=10)
+    description, index = read_description(out)
+    reader = reader_for(out, description, index)
+    assert len(description["shards"]) == 16
+    x, kept, skipped = reader.read(list(range(len(reader))))
+    assert len(kept) == 160 and not skipped and x.shape == (160, 16)
+    assert len(reader._cursors) <= OPEN_SHARDS
+    again = reader.read([150, 3])[0]  # backwards: reopened, same samples
+    assert torch.equal(again, x[[150, 3]])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
+def test_loaded_batches_are_pinned_on_cuda() -> None:
+    from mtlkit.loading import BatchLoader, LoaderSettings, eval_keys
+
+    ds = TensorDataset(inputs=torch.zeros(8, 2), targets={"a": torch.zeros(8)})
+    loader = BatchLoader(ds, LoaderSettings(1, True, False, None))
+    batch = next(loader.batches(eval_keys(8, 4)))
+    assert batch["input"].is_pinned() and batch["targets"]["a"].is_pinned()
