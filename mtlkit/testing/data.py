@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mtlkit.data import DataModule, DataSplits, TensorDataset
+from mtlkit.data import DataModule, Dataset, DataSplits
 from mtlkit.task import MISSING_LABEL
 from mtlkit.testing._checks import Check, SkipCheck, run_checks
 
@@ -47,12 +47,17 @@ class _DataCase:
 
     # --- the checks -----------------------------------------------------------------------------
     def split_lengths(self) -> None:
-        """Every split is a non-empty TensorDataset whose targets and meta have one row per
-        input."""
+        """Every split is a non-empty dataset (in memory or streamed) whose targets and meta
+        have one row per input."""
         for name, ds in self.splits().named().items():
-            if not isinstance(ds, TensorDataset):
-                raise AssertionError(f"split {name} is {type(ds).__name__}, not a TensorDataset")
-            n = ds.inputs.shape[0]
+            missing = [m for m in ("load", "batch", "subset", "targets", "meta") if
+                       not hasattr(ds, m)]
+            if missing:
+                raise AssertionError(
+                    f"split {name} is {type(ds).__name__}, not a mtlkit.data.Dataset (no"
+                    f" {missing})"
+                )
+            n = len(ds)
             if n == 0:
                 raise AssertionError(f"split {name} is empty")
             for kind, tensors in (("target", ds.targets), ("meta", ds.meta)):
@@ -129,7 +134,7 @@ class _DataCase:
         whatever the global random state; the stored inputs are never modified."""
         train = self.splits().train
         index = torch.arange(min(len(train), self.batch_size))
-        stored = train.inputs.clone()
+        stored = _stored(train)
         draws = []
         for global_seed in (1, 2):
             with torch.random.fork_rng(devices=[]):
@@ -140,7 +145,7 @@ class _DataCase:
                 "two training batches drawn with the same generator differ: augmentation reads"
                 " a random source other than the batch's generator"
             )
-        if not torch.equal(train.inputs, stored):
+        if not torch.equal(_stored(train), stored):
             raise AssertionError("drawing a batch modified the dataset's stored inputs")
         plain = [train.batch(index)["input"] for _ in range(2)]
         if not torch.equal(plain[0], plain[1]):
@@ -159,7 +164,15 @@ class _DataCase:
                     raise AssertionError(f"split {name}: {what} differs between two setups")
 
 
-def _batch(ds: TensorDataset, index: Tensor, seed: int) -> Tensor:
+def _stored(ds: Dataset) -> Tensor:
+    """Every stored sample (a copy): the tensor in memory, or each sample read back."""
+    inputs: Any = getattr(ds, "inputs", None)
+    if isinstance(inputs, Tensor):
+        return inputs.clone()
+    return torch.stack([inputs[i] for i in range(len(ds))])
+
+
+def _batch(ds: Dataset, index: Tensor, seed: int) -> Tensor:
     return ds.batch(index, train=True, generator=torch.Generator().manual_seed(seed))["input"]
 
 
@@ -172,8 +185,8 @@ def _same(x: Tensor, y: Tensor) -> bool:
     return torch.equal(x, y)
 
 
-def _fields(a: TensorDataset, b: TensorDataset) -> list[tuple[str, Tensor, Tensor]]:
-    out = [("inputs", a.inputs, b.inputs)]
+def _fields(a: Dataset, b: Dataset) -> list[tuple[str, Tensor, Tensor]]:
+    out = [("inputs", _stored(a), _stored(b))]
     for kind, x, y in (("target", a.targets, b.targets), ("meta", a.meta, b.meta)):
         if set(x) != set(y):
             raise AssertionError(f"{kind} keys differ between two setups")

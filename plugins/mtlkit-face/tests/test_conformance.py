@@ -102,7 +102,44 @@ def _attributes(tmp: Path) -> list[Any]:
     return [("synthetic_attributes", lambda: cls(cls.Options(**opts)), {"in_chans": 1}, targets)]
 
 
+def _files(tmp: Path) -> Path:
+    from mtlkit_face.data.files import write_synthetic_faces
+
+    return write_synthetic_faces(tmp / "faces", size=16, num_identities=4, frames_per_sequence=2)
+
+
+def _image_folder(tmp: Path) -> list[Variant]:
+    cls = DATASETS["image_folder"]
+    root = str(_files(tmp).parent / "img")
+    return [
+        (f"image_folder-{storage}",
+         lambda s=storage: cls(cls.Options(root=root, folders="subject", num_folds=2,
+                                           val_fraction=0.0, storage=s)),
+         {"in_chans": 1}, ["face_identity"])
+        for storage in ("memory", "stream")
+    ]
+
+
+def _webdataset(tmp: Path) -> list[Variant]:
+    from mtlkit.shards import write_shards
+
+    manifest = _files(tmp)
+    source = DATASETS["manifest"](DATASETS["manifest"].Options(manifest=str(manifest),
+                                                               num_folds=2))
+    write_shards(source.setup(TARGETS, {"in_chans": 1}), tmp / "shards", shard_size=10,
+                 labels=source.label_names())
+    cls = DATASETS["webdataset"]
+    return [
+        (f"webdataset-{storage}",
+         lambda s=storage: cls(cls.Options(root=str(tmp / "shards"), num_folds=2, storage=s)),
+         {"in_chans": 1})
+        for storage in ("memory", "stream")
+    ]
+
+
 FACTORIES: dict[str, Callable[[Path], list[Any]]] = {
+    "image_folder": _image_folder,
+    "webdataset": _webdataset,
     "synthetic_attributes": _attributes,
     "synthetic_faces": _synthetic,
     "ck48": _ck48,
