@@ -130,6 +130,44 @@ def measure(manifest: str, storage: str, workers: int, limit: int = 0) -> dict[s
     }
 
 
+def train_check(manifest: Path, out: Path, steps: int) -> dict[str, Any]:
+    """Train on the set streamed with 2 workers for ``steps`` steps, uninterrupted and stopped
+    halfway then resumed; True when the final weights are bit-identical."""
+    import torch
+
+    from mtlkit import load_config
+    from mtlkit.trainer import Trainer
+
+    def config(name: str, max_steps: int) -> Any:
+        return load_config(data={
+            "output_dir": str(out / name), "seed": 0,
+            "trainer": {"epochs": 1, "batch_size": BATCH, "max_steps": max_steps,
+                        "progress": "off", "plot": False, "eval_every": 0,
+                        "checkpoint_every": max(1, steps // 2), "loader": {"num_workers": 2}},
+            "backbone": {"name": "timm", "model_name": "test_resnet", "in_chans": 1},
+            "tasks": [{"name": "face_identity"}, {"name": "expression"}],
+            "data": {"name": "manifest", "manifest": str(manifest), "storage": "stream",
+                     "image_size": SIZE, "val_fraction": 0.0, "num_folds": 10},
+        })
+
+    def fit(trainer: Trainer, **kw: Any) -> float:
+        t0 = time.perf_counter()
+        trainer.finish = lambda seconds: {}  # type: ignore[method-assign]  # no test pass
+        trainer.fit(**kw)
+        return time.perf_counter() - t0
+
+    full = Trainer(config("full", steps))
+    seconds = fit(full)
+    part = Trainer(config("part", steps // 2))
+    fit(part)
+    resumed = Trainer(config("part", steps))
+    fit(resumed, resume=True, allow_config_change=True)
+    same = all(torch.equal(a, b) for a, b in zip(full.model.parameters(),
+                                                  resumed.model.parameters()))
+    return {"steps": steps, "train_images": len(full.data.train), "seconds": round(seconds, 1),
+            "resumed_bit_identical": same}
+
+
 def _child(manifest: Path, storage: str, workers: int, limit: int) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", str(manifest), storage, str(workers), str(limit)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -171,6 +209,9 @@ def main() -> None:
     p.add_argument("--memory-up-to", type=int, default=20_000,
                    help="largest N also measured in memory (decoded: N x 12.5 KB)")
     p.add_argument("--generate-only", action="store_true")
+    p.add_argument("--train-check", type=int, default=0, metavar="STEPS",
+                   help="also train STEPS steps on the largest set (2 workers), and again stopped"
+                   " halfway and resumed: are the weights bit-identical?")
     p.add_argument("--no-write", action="store_true", help="print, do not write results/")
     p.add_argument("--read-at-most", type=int, default=0, metavar="IMAGES",
                    help="read only the first IMAGES of each epoch (0: all); per-image cost is"
@@ -197,9 +238,24 @@ def main() -> None:
             rows.append(row)
     total = time.perf_counter() - t0
     markdown = _markdown(rows, args.pool)
+    check = None
+    if args.train_check:
+        import tempfile
+
+        largest = max(manifests)
+        with tempfile.TemporaryDirectory() as tmp:
+            check = {"n": largest, **train_check(manifests[largest], Path(tmp), args.train_check)}
+        print(json.dumps(check), file=sys.stderr)
+        markdown += (
+            f"\nTraining on the {largest}-image set (streamed, 2 workers, `test_resnet`, batch"
+            f" {BATCH}): {check['steps']} steps in {check['seconds']} s; stopped after"
+            f" {check['steps'] // 2} and resumed, the final weights are"
+            f" {'bit-identical' if check['resumed_bit_identical'] else 'NOT identical'} to the"
+            " uninterrupted run's.\n"
+        )
     print(markdown)
     if not args.no_write:
-        write_results("data_throughput", {"pool": args.pool, "rows": rows,
+        write_results("data_throughput", {"pool": args.pool, "rows": rows, "train_check": check,
                                           "seconds": round(total, 1)}, markdown)
 
 
