@@ -98,7 +98,10 @@ def evaluate_split(
         values = losses(outputs, batch).double().cpu()
         labelled = labelled_counts(tasks, keys, batch)
         if distributed:
-            gathered.append((to_cpu(outputs), to_cpu(batch), values, labelled))
+            # without the inputs: the meters read targets and meta, and a large split's images
+            # gathered onto every rank would not fit in memory
+            kept = Batch(input=torch.empty(0), targets=batch["targets"], meta=batch["meta"])
+            gathered.append((to_cpu(outputs), to_cpu(kept), values, labelled))
         else:
             add(outputs, batch, values, labelled)
     if distributed:
