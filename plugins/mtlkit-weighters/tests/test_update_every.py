@@ -15,6 +15,7 @@ from mtlkit.plugins import PluginHost
 from mtlkit.trainer import Trainer
 from mtlkit.weighter import Needs
 
+
 def _registered() -> dict[str, type]:
     host = PluginHost()
     return {e.name: host.weighters.resolve(e.name) for e in host.weighters.entries()}
