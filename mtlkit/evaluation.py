@@ -85,6 +85,9 @@ def evaluate_split(
         loss_sum += values * labelled
         count += labelled
 
+    def reduced(outputs: dict[str, Any]) -> dict[str, Any]:
+        return {t.name: t.meter_inputs(outputs[t.name]) for t in tasks}
+
     rank, world = (info.rank, info.world_size) if distributed else (0, 1)
     if loader is None:
         loader = BatchLoader(data, LoaderSettings(0, False, False, None))
@@ -101,9 +104,9 @@ def evaluate_split(
             # without the inputs: the meters read targets and meta, and a large split's images
             # gathered onto every rank would not fit in memory
             kept = Batch(input=torch.empty(0), targets=batch["targets"], meta=batch["meta"])
-            gathered.append((to_cpu(outputs), to_cpu(kept), values, labelled))
+            gathered.append((to_cpu(reduced(outputs)), to_cpu(kept), values, labelled))
         else:
-            add(outputs, batch, values, labelled)
+            add(reduced(outputs), batch, values, labelled)
     if distributed:
         for part in D.gather_objects(gathered):
             for item in part:

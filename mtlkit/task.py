@@ -89,6 +89,13 @@ class Task(ABC):
     def new_meter(self) -> MetricMeter:
         """A fresh accumulator for one evaluation pass."""
 
+    def meter_inputs(self, output: Any) -> Any:
+        """What evaluation hands this task's meter of one batch's head output; under
+        torch.distributed only this is gathered onto every rank. Default: the output itself. A
+        task with a wide output its meter does not need whole (identity logits over thousands of
+        people) returns the reduced part, so evaluation stays small at scale."""
+        return output
+
     def labelled_mask(self, target: Tensor) -> Tensor:
         """Boolean ``[B]`` mask of samples carrying a label for this task."""
         if target.is_floating_point():

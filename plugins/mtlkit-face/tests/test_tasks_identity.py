@@ -269,3 +269,19 @@ def test_meter_without_meta_pairs_labelled_samples() -> None:
     m = meter.compute()
     assert m["verification_accuracy"] == 1.0 and m["identification_accuracy"] == 1.0
     assert make_task().new_meter().compute() == {"num_pairs": 0.0}
+
+
+def test_meter_inputs_drop_the_logits_and_keep_every_metric() -> None:
+    """Evaluation feeds meters ``meter_inputs(output)`` (what DDP gathers): for face_identity the
+    embedding and the predicted identity, not C logits per sample; the metrics are unchanged."""
+    emb, subj, _ = separated_set(noise=0.8)
+    task = make_task(max_pairs=100)
+    noise = torch.randn(len(subj), 4, generator=torch.Generator().manual_seed(0))
+    logits = F.one_hot(subj, 4).float() + 0.3 * noise
+    output = {"logits": logits, "embedding": emb}
+    reduced = task.meter_inputs(output)
+    assert set(reduced) == {"embedding", "prediction"} and reduced["prediction"].dtype == torch.long
+    full, small = task.new_meter(), task.new_meter()
+    full.update(output, subj, {})
+    small.update(reduced, subj, {})
+    assert full.compute() == small.compute()

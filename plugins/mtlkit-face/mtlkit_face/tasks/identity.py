@@ -150,7 +150,8 @@ class FaceIdentityMeter(MetricMeter):
         )
         self._seen += n
         mask = target != self.missing_label
-        pred = output["logits"].detach().argmax(dim=-1).cpu()
+        pred = output.get("prediction")  # evaluation hands over meter_inputs(): no logits
+        pred = (pred if pred is not None else output["logits"].argmax(dim=-1)).detach().cpu()
         self.hits += int(((pred == target) & mask).sum())
         self.labelled += int(mask.sum())
 
@@ -270,6 +271,11 @@ class FaceIdentityTask(Task):
         return accuracy_from_logits(output["logits"].detach(), target, self.labelled_mask(target))
 
     # --- using the trained model -------------------------------------------------------------
+    def meter_inputs(self, output: Any) -> Any:
+        """The embedding and the predicted identity: the meter needs no logits, which over many
+        training people would dominate what DDP evaluation gathers (C floats per sample)."""
+        return {"embedding": output["embedding"], "prediction": output["logits"].argmax(dim=-1)}
+
     def inference_outputs(self, output: Any) -> dict[str, Tensor]:
         """Logits and the raw embedding; the centres are parameters, not per-sample outputs."""
         return {"logits": output["logits"], "embedding": output["embedding"]}
