@@ -84,6 +84,31 @@ SECTIONS = [
         " `benchmarks/many_tasks.py` (one `weighter_cost.py --tasks T` run per T, resumable).",
     ),
     (
+        "arch_cost_T2_resnet18",
+        "Cost of each architecture (T = 2)",
+        "Step time and peak memory of every architecture of `mtlkit-arch` against `hps` (hard"
+        " sharing), with `equal` and with a parameter-gradient method (`pcgrad`). Script:"
+        " `benchmarks/arch_cost.py` (interleaved rounds, `hps` against itself as the A/A"
+        " control, memory in fresh processes). The machine was shared with a long study while it"
+        " ran: read the T = 2 times to about 30% (the A/A rounds spread from 0.71 to 1.42).",
+    ),
+    (
+        "arch_cost_T5_resnet18",
+        "Cost of each architecture (T = 5)",
+        "The same at five tasks.",
+    ),
+    (
+        "data_throughput",
+        "Reading data: in memory and streamed from disk",
+        "Images per second and peak memory of the two data paths (`storage: memory|stream`,"
+        " `trainer.loader.num_workers`). Script: `benchmarks/data_throughput.py`. Goals: peak"
+        " RSS at 200k images at most 1.5x that at 20k (measured 1.24x for the main process), and"
+        " an epoch's time linear in the number of images (the cost per image stays flat, but at"
+        " 200k it comes from a 10% sample of the epoch, and the 200k images are 20k distinct"
+        " drawings repeated under new names). The CPU was shared with other work (load 6-10), so"
+        " the worker columns show contention more than scaling.",
+    ),
+    (
         "ck48_paper",
         "CK+48: the paper's claims, measured (10 subject folds)",
         "The study of issue 12: `benchmarks/sweeps/ck48_paper.yaml`, run with `mtlkit sweep`,"
