@@ -81,7 +81,13 @@ SECTIONS = [
         " ratio to `equal` at the same T (2 interleaved rounds of 1 step per T: a coarse but"
         " interleaved measurement) and extra peak memory. The published column is the FAMO"
         " paper's CelebA (40 tasks) training-time ratio to linear scalarisation. Script:"
-        " `benchmarks/many_tasks.py` (one `weighter_cost.py --tasks T` run per T, resumable).",
+        " `benchmarks/many_tasks.py` (one `weighter_cost.py --tasks T` run per T, resumable;"
+        " above T = 10 the methods are timed a few at a time, each group against its own"
+        " `equal`, because every parameter-gradient trainer holds a `[T, D]` buffer: all at once"
+        " took 21 GB at T = 20). Rounds of one step on a shared machine are noisy: read the"
+        " ratios to about 20%, and the hand-written loop's row as the control. The table under"
+        " it gives the parameter-gradient methods' cheaper settings at T = 40 (see [Weighting"
+        " methods](weighting.md#many-tasks-what-a-step-costs-and-the-cheaper-settings)).",
     ),
     (
         "arch_cost_T2_resnet18",
