@@ -96,7 +96,8 @@ def reruns(paths: dict[int, Path]) -> str:
         rerun = path.with_name(path.stem + "_rerun.json")
         if rerun.exists():
             data = json.loads(rerun.read_text())
-            names = sorted(k for k in data["timing"] if not k.startswith("_") and k != "equal")
+            skip = ("equal", "hand-written loop")
+            names = sorted(k for k in data["timing"] if not k.startswith("_") and k not in skip)
             out += (
                 f"\nAt T = {t}, {', '.join(f'`{n}`' for n in names)} were timed again"
                 f" (`{rerun.name}`: `{data.get('command', '')}`): a round of the first run"
@@ -127,6 +128,19 @@ def _measured(name: str) -> dict[str, float]:
     return {k: v["ratio"]["median"] for k, v in timing.items() if not k.startswith("_")}
 
 
+def _takes_update_every() -> set[str]:
+    """Registered weighters with an ``update_every`` option (DB-MTL and MoCo have none)."""
+    from mtlkit.plugins import PluginHost
+
+    host = PluginHost()
+    names = set()
+    for entry in host.weighters.entries():
+        options = getattr(host.weighters.resolve(entry.name), "Options", None)
+        if "update_every" in getattr(options, "model_fields", {}):
+            names.add(entry.name)
+    return names
+
+
 def cheap_settings(table: dict[str, dict[int, dict[str, float | None]]], t: int,
                    model: str) -> str:
     """The parameter-gradient methods at T = ``t``: full, ``update_every`` (derived from the
@@ -137,12 +151,13 @@ def cheap_settings(table: dict[str, dict[int, dict[str, float | None]]], t: int,
     if not param:
         return ""
     batched = _measured(f"cheap_settings_T{t}_{model}")
+    periodic = _takes_update_every()
     check = _measured(f"cheap_settings_T10_{model}")
     md = (
         f"\n### Cheap settings at T = {t}\n\n"
         "`update_every: k` columns are derived, not timed: one full step and k - 1 steps of one"
         " weighted-loss backward (an `equal` step), `(r + k - 1) / k` from the measured full"
-        " ratio r."
+        " ratio r (n/a: the method has no `update_every`)."
     )
     if check:
         pairs = [
@@ -164,7 +179,9 @@ def cheap_settings(table: dict[str, dict[int, dict[str, float | None]]], t: int,
         pub = PUBLISHED_CELEBA_T40.get(n)
         md += (
             f"| `{n}` | {full[n]:.2f} | "
-            + " | ".join(f"{every_k(full[n], k):.2f}" for k in CHEAP_K)
+            + " | ".join(
+                f"{every_k(full[n], k):.2f}" if n in periodic else "n/a" for k in CHEAP_K
+            )
             + f" | {'n/a' if rep is None else f'{rep:.2f}'}"
             + f" | {'n/a' if bat is None else f'{bat:.2f}'}"
             + f" | {'n/a' if pub is None else f'{pub:.2f}'} |\n"
