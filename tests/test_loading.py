@@ -183,3 +183,30 @@ def test_loaded_batches_are_pinned_on_cuda() -> None:
     loader = BatchLoader(ds, LoaderSettings(1, True, False, None))
     batch = next(loader.batches(eval_keys(8, 4)))
     assert batch["input"].is_pinned() and batch["targets"]["a"].is_pinned()
+
+
+class _DiesOnSample(TensorDataset):
+    """Kills the process reading sample ``fatal`` (a worker killed by the OOM killer, a segfault
+    in an image decoder): nothing Python can catch inside the worker."""
+
+    fatal = 5
+
+    def load(self, index: torch.Tensor, generator: torch.Generator | None = None) -> Any:
+        import os
+
+        if self.fatal in index.tolist():
+            os._exit(9)
+        return super().load(index, generator)
+
+
+@pytest.mark.bad_input("data")
+def test_a_worker_that_dies_is_a_named_error_not_a_hang() -> None:
+    from mtlkit.loading import BatchLoader, LoaderSettings, eval_keys
+
+    data = _DiesOnSample(inputs=torch.zeros(16, 2), targets={"a": torch.zeros(16)})
+    loader = BatchLoader(data, LoaderSettings(1, False, False, None))
+    read = []
+    with pytest.raises(DataError, match="a data-loading worker process died"):
+        for batch in loader.batches(eval_keys(len(data), 4)):
+            read.append(batch)
+    assert len(read) <= 1  # at most the batch before the fatal sample, never one after it
