@@ -115,6 +115,13 @@ SECTIONS = [
         " the worker columns show contention more than scaling.",
     ),
     (
+        "data_throughput_ddp",
+        "Training 200k images streamed under DDP, with resume",
+        "The 200k-image set of the section above, read from disk by two ranks (gloo) with one"
+        " loader worker each, stopped halfway and resumed. Command: `python"
+        " benchmarks/data_throughput.py --sizes 200000 --ddp-check 12`.",
+    ),
+    (
         "ck48_paper",
         "CK+48: the paper's claims, measured (10 subject folds)",
         "The study of issue 12: `benchmarks/sweeps/ck48_paper.yaml`, run with `mtlkit sweep`,"

@@ -168,6 +168,60 @@ def train_check(manifest: Path, out: Path, steps: int) -> dict[str, Any]:
             "resumed_bit_identical": same}
 
 
+def _ddp_config(manifest: Path, out: Path, steps: int, max_steps: int) -> dict[str, Any]:
+    return {
+        "output_dir": str(out), "seed": 0,
+        "trainer": {"epochs": 1, "batch_size": BATCH, "max_steps": max_steps,
+                    "progress": "off", "plot": False, "eval_every": 0,
+                    "checkpoint_every": max(1, steps // 2), "loader": {"num_workers": 1}},
+        "backbone": {"name": "timm", "model_name": "test_resnet", "in_chans": 1},
+        "tasks": [{"name": "face_identity"}, {"name": "expression"}],
+        "data": {"name": "manifest", "manifest": str(manifest), "storage": "stream",
+                 "image_size": SIZE, "val_fraction": 0.0, "num_folds": 10},
+    }
+
+
+def ddp_check(manifest: Path, out: Path, steps: int) -> dict[str, Any]:
+    """Train ``steps`` steps under torchrun (2 ranks, gloo, one worker per rank) on the set
+    streamed from disk, uninterrupted and stopped halfway then resumed; True when rank 0's final
+    weights are bit-identical. The final test pass is skipped (only the weights are compared)."""
+    import torch
+
+    from mtlkit.checkpoint import load_checkpoint
+
+    def run(name: str, max_steps: int, resume: bool) -> float:
+        cfg = out / f"{name}-{max_steps}.json"
+        cfg.write_text(json.dumps(_ddp_config(manifest, out / name, steps, max_steps)))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", __file__, "--ddp-child", str(cfg), str(int(resume))]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"ddp run {name} failed:\n{proc.stderr[-3000:]}")
+        return time.perf_counter() - t0
+
+    seconds = run("full", steps, False)
+    run("part", steps // 2, False)
+    run("part", steps, True)
+    full = load_checkpoint(out / "full" / "last.pt")["model"]
+    part = load_checkpoint(out / "part" / "last.pt")["model"]
+    same = all(torch.equal(full[k], part[k]) for k in full)
+    return {"steps": steps, "ranks": 2, "workers_per_rank": 1, "seconds": round(seconds, 1),
+            "resumed_bit_identical": same}
+
+
+def _ddp_child(config: str, resume: bool) -> None:
+    from mtlkit import distributed as D
+    from mtlkit import load_config
+    from mtlkit.trainer import Trainer
+
+    trainer = Trainer(load_config(data=json.loads(Path(config).read_text())))
+    trainer.finish = lambda seconds: {}  # type: ignore[method-assign]  # no test pass
+    trainer.fit(resume=resume, allow_config_change=resume)
+    D.shutdown()
+
+
 def _child(manifest: Path, storage: str, workers: int, limit: int) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", str(manifest), storage, str(workers), str(limit)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -216,6 +270,11 @@ def main() -> None:
     p.add_argument("--read-at-most", type=int, default=0, metavar="IMAGES",
                    help="read only the first IMAGES of each epoch (0: all); per-image cost is"
                    " then measured on a sample of the shuffled epoch")
+    p.add_argument("--ddp-check", type=int, default=0, metavar="STEPS",
+                   help="only: train STEPS steps on the largest set under torchrun (2 ranks,"
+                   " gloo, 1 worker each), and again stopped halfway and resumed; writes"
+                   " results/data_throughput_ddp")
+    p.add_argument("--ddp-child", nargs=2, metavar=("CONFIG", "RESUME"), help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=4, metavar=("MANIFEST", "STORAGE", "WORKERS", "LIMIT"),
                    help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -223,9 +282,30 @@ def main() -> None:
         manifest, storage, workers, limit = args.child
         print(json.dumps(measure(manifest, storage, int(workers), int(limit))))
         return
+    if args.ddp_child:
+        _ddp_child(args.ddp_child[0], args.ddp_child[1] == "1")
+        return
     cache = Path(args.cache).expanduser()
     manifests = {n: dataset(cache, n, args.pool) for n in args.sizes}
     if args.generate_only:
+        return
+    if args.ddp_check:
+        import tempfile
+
+        largest = max(manifests)
+        with tempfile.TemporaryDirectory() as tmp:
+            ddp = {"n": largest, **ddp_check(manifests[largest], Path(tmp), args.ddp_check)}
+        md = (
+            f"Training on the {largest}-image set streamed from disk under torchrun (2 ranks,"
+            f" gloo, 1 loader worker per rank, `test_resnet`, batch {BATCH} per rank):"
+            f" {ddp['steps']} steps in {ddp['seconds']} s (process start and data setup"
+            f" included); stopped after {ddp['steps'] // 2} and resumed, rank 0's final weights"
+            f" are {'bit-identical' if ddp['resumed_bit_identical'] else 'NOT identical'} to the"
+            " uninterrupted run's.\n"
+        )
+        print(md)
+        if not args.no_write:
+            write_results("data_throughput_ddp", ddp, md)
         return
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
