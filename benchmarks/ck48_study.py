@@ -133,10 +133,15 @@ def _p(v: Any) -> str:
     return "n/a" if v is None else (f"{v:.3g}" if v >= 0.001 else f"{v:.1e}")
 
 
-def render_claims(c: dict[str, Any]) -> str:
+def render_claims(c: dict[str, Any], folds: int, planned: int) -> str:
     md = [
         "### The paper's claims, tested",
         "",
+        *(
+            [f"**Provisional: {folds} of {planned} folds have cells so far; a verdict can change"
+             " as the remaining folds finish.**", ""]
+            if folds < planned else []
+        ),
         "Paired on the same folds; a claim holds when the method is better on average and the"
         f" Wilcoxon signed-rank p < {ALPHA}; it is not shown when better on average with a larger"
         " p, and does not hold when not better. The best static weight is picked by its"
@@ -213,6 +218,12 @@ def recipes() -> None:
     write_results("ck48_recipe", {"rows": rows}, "\n".join(md) + "\n")
 
 
+def _planned_folds(spec: Path) -> set[str]:
+    from mtlkit.sweep import load_sweep
+
+    return {json.dumps(c.record().get("fold")) for c in load_sweep(spec).cells}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipes", action="store_true", help="tabulate the recipe search instead")
@@ -248,7 +259,8 @@ def main() -> None:
         f" finished cells: {_f((minutes['mean'] or 0) * minutes['n'], 1)} min"
         " (each cell's epochs with validation, across resumes, plus its final evaluation; the"
         " machine was shared with other work while they ran).\n\n"
-        + body.strip() + "\n\n" + (render_claims(c) if has_refs else "")
+        + body.strip() + "\n\n"
+        + (render_claims(c, len(folds), len(_planned_folds(spec))) if has_refs else "")
         + "".join(f"\n![{pl.stem}](img/{pl.name})\n" for pl in plots)
     )
     write_results(args.name, {"report": report, "claims": c}, text)
