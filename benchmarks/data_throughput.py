@@ -139,16 +139,7 @@ def train_check(manifest: Path, out: Path, steps: int) -> dict[str, Any]:
     from mtlkit.trainer import Trainer
 
     def config(name: str, max_steps: int) -> Any:
-        return load_config(data={
-            "output_dir": str(out / name), "seed": 0,
-            "trainer": {"epochs": 1, "batch_size": BATCH, "max_steps": max_steps,
-                        "progress": "off", "plot": False, "eval_every": 0,
-                        "checkpoint_every": max(1, steps // 2), "loader": {"num_workers": 2}},
-            "backbone": {"name": "timm", "model_name": "test_resnet", "in_chans": 1},
-            "tasks": [{"name": "face_identity"}, {"name": "expression"}],
-            "data": {"name": "manifest", "manifest": str(manifest), "storage": "stream",
-                     "image_size": SIZE, "val_fraction": 0.0, "num_folds": 10},
-        })
+        return load_config(data=_check_config(manifest, out / name, steps, max_steps, workers=2))
 
     def fit(trainer: Trainer, **kw: Any) -> float:
         t0 = time.perf_counter()
@@ -168,12 +159,16 @@ def train_check(manifest: Path, out: Path, steps: int) -> dict[str, Any]:
             "resumed_bit_identical": same}
 
 
-def _ddp_config(manifest: Path, out: Path, steps: int, max_steps: int) -> dict[str, Any]:
+def _check_config(
+    manifest: Path, out: Path, steps: int, max_steps: int, workers: int
+) -> dict[str, Any]:
+    """The resume checks' run: ``test_resnet`` on the streamed set, checkpoint halfway, no
+    validation pass."""
     return {
         "output_dir": str(out), "seed": 0,
         "trainer": {"epochs": 1, "batch_size": BATCH, "max_steps": max_steps,
                     "progress": "off", "plot": False, "eval_every": 0,
-                    "checkpoint_every": max(1, steps // 2), "loader": {"num_workers": 1}},
+                    "checkpoint_every": max(1, steps // 2), "loader": {"num_workers": workers}},
         "backbone": {"name": "timm", "model_name": "test_resnet", "in_chans": 1},
         "tasks": [{"name": "face_identity"}, {"name": "expression"}],
         "data": {"name": "manifest", "manifest": str(manifest), "storage": "stream",
@@ -191,7 +186,7 @@ def ddp_check(manifest: Path, out: Path, steps: int) -> dict[str, Any]:
 
     def run(name: str, max_steps: int, resume: bool) -> float:
         cfg = out / f"{name}-{max_steps}.json"
-        cfg.write_text(json.dumps(_ddp_config(manifest, out / name, steps, max_steps)))
+        cfg.write_text(json.dumps(_check_config(manifest, out / name, steps, max_steps, 1)))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node=2", __file__, "--ddp-child", str(cfg), str(int(resume))]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
