@@ -207,6 +207,11 @@ class Sweep:
 
 
 def _show(value: Any) -> str:
+    """An axis value as text: a section ``{name: branch, split_at: layer3}`` reads
+    ``branch,split_at=layer3``; other values as JSON."""
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        rest = [f"{k}={_show(v)}" for k, v in value.items() if k != "name"]
+        return ",".join([value["name"], *rest])
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -270,6 +275,18 @@ def _methods(axes: Axes, base: RunConfig) -> list[Method]:
     return methods
 
 
+def _finished_elsewhere(out_dir: Path, digest: str, config: RunConfig) -> Path | None:
+    """A finished run of this same config under another name (another spec sharing the output
+    folder, or a renamed axis): a cell is its config, so it is reused rather than run twice."""
+    want = comparable(config_to_dict(config))  # type: ignore[arg-type]
+    for other in sorted(out_dir.glob(f"*-{digest}")):
+        results = _read_json(other / "results.json")
+        stored = results.get("config") if isinstance(results, dict) else None
+        if isinstance(stored, dict) and comparable(stored) == want:
+            return other
+    return None
+
+
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a spec, then expand its cells (no run directory is touched)."""
     spec_path = Path(path)
@@ -324,6 +341,8 @@ def load_sweep(path: str | Path) -> Sweep:
             raise ConfigError(f"{spec_path}: axes: two cells are the same run ({name})")
         names[name] = name
         cell_dir = out_dir / name
+        if config is not None and not cell_dir.exists():
+            cell_dir = _finished_elsewhere(out_dir, digest, config) or cell_dir
         if config is not None:
             config = config.model_copy(update={"output_dir": str(cell_dir)})
         cells.append(

@@ -128,6 +128,39 @@ def test_changed_config_makes_new_cells_and_keeps_the_old(
     assert states == ["stale", "done"]
 
 
+def test_a_finished_run_of_the_same_config_under_another_name_is_reused(
+    tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two specs sharing an output folder: a cell that is the same config (here the default
+    architecture spelled out as an axis) is skipped, not run twice; a different one is new."""
+    spec = _write(tmp_path, {})
+    assert main(["sweep", str(spec)]) == 0
+    first = sorted(p.name for p in (tmp_path / "sw").iterdir() if p.is_dir())
+    capsys.readouterr()
+    data = yaml.safe_load(spec.read_text())
+    data["axes"] = {"override": {"architecture": [{"name": "hps"}], "optimizer.lr": [0.01, 0.07]}}
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(data))
+    cells = load_sweep(other).cells
+    assert cells[0].name.startswith("equal_architecture=hps_lr=0.01-")
+    assert cells[0].context == "architecture=hps, optimizer.lr=0.01"
+    base_lr = yaml.safe_load((tmp_path / "base.yaml").read_text())["optimizer"]["lr"]
+    assert base_lr == 0.01, "the test needs the base lr as one axis value"
+    assert cells[0].dir.name == first[0]  # the finished run, found by its config
+    assert main(["sweep", str(other)]) == 0
+    events = _events(capsys.readouterr().out)
+    assert [e for e, _ in events] == ["skipped", "running", "done"]
+    now = sorted(p.name for p in (tmp_path / "sw").iterdir() if p.is_dir())
+    assert len(now) == 2 and first[0] in now
+    # the report of the second spec labels the reused cell with its own axes
+    from mtlkit.report import collect
+
+    records, _, missing = collect(other)
+    assert not missing and {r.context for r in records} == {
+        "architecture=hps, optimizer.lr=0.01", "architecture=hps, optimizer.lr=0.07"
+    }
+
+
 @pytest.mark.bad_input("sweep cell with an invalid option")
 def test_failed_cells_are_recorded_and_the_others_run(
     tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
