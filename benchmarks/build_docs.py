@@ -141,6 +141,15 @@ SECTIONS = [
         " Command: `python benchmarks/ck48_study.py --name ck48_weighters --methods dynamic`.",
     ),
     (
+        "ck48_branch",
+        "CK+48: where should identity and expression split? (folds 0-2)",
+        "`benchmarks/sweeps/ck48_branch.yaml`: the study's recipe with hard sharing (`hps`) and"
+        " the `branch` architecture cut after each resnet18 stage (`layer3`: the tasks share the"
+        " stem and three stages and each owns a copy of `layer4`; `act1`: only the stem is"
+        " shared), with `equal` and `dynamic`. The `hps` cells are the 10-fold study's, reused"
+        " by config. Command: `python benchmarks/ck48_study.py --name ck48_branch`.",
+    ),
+    (
         "ck48_recipe",
         "CK+48: the recipe",
         "How `configs/ck48_study.yaml` was chosen: `equal` on folds 0-1 under a few recipes,"

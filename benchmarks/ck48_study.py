@@ -170,6 +170,81 @@ def render_claims(c: dict[str, Any], folds: int, planned: int) -> str:
     return "\n".join(md) + "\n"
 
 
+def _params(rec: Record) -> dict[str, int] | None:
+    """Total and shared parameter counts of a cell's model, rebuilt from its config (None when
+    the data set is not here to build it)."""
+    from mtlkit.config import load_config
+    from mtlkit.errors import MtlkitError
+    from mtlkit.plugins import get_plugin_manager
+    from mtlkit.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = {**rec.config, "output_dir": tmp}
+        data["trainer"] = {**data.get("trainer", {}), "progress": "off", "plot": False}
+        try:
+            model = Trainer(load_config(data=data), get_plugin_manager()).model
+        except (MtlkitError, OSError) as exc:  # e.g. the data set is not on this machine
+            print(f"params of {rec.name}: not counted ({type(exc).__name__}: {exc})")
+            return None
+        return {"total": sum(p.numel() for p in model.parameters()),
+                "shared": sum(p.numel() for p in model.shared_parameters())}
+
+
+def split_points(records: list[Record]) -> dict[str, Any]:
+    """Per weighter, each architecture context against hard sharing on the same folds: where
+    should the tasks split? (issue 15)."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        groups.setdefault((r.label, r.context), []).append(r)
+    params = {ctx: _params(recs[0]) for (_, ctx), recs in groups.items()}
+    rows = []
+    for (label, ctx), recs in groups.items():
+        hps = next((v for (lb, c), v in groups.items() if lb == label and c.endswith("=hps")), [])
+        row: dict[str, Any] = {"method": label, "context": ctx, "folds": len(recs),
+                               "params": params[ctx],
+                               "minutes": describe([r.seconds / 60 for r in recs
+                                                    if r.seconds is not None])}
+        for m in (EXPR, VERIF):
+            row[m] = describe([v for v in (_test(r, m) for r in recs) if v is not None])
+            row[f"{m} vs hps"] = compare(recs, hps, m, True) if hps and recs is not hps else None
+        rows.append(row)
+    return {"rows": rows}
+
+
+def render_split_points(sp: dict[str, Any]) -> str:
+    md = [
+        "### Where should identity and expression split?",
+        "",
+        "Mean ± std over folds of the test metrics; against `hps` (everything shared) with the"
+        " same weighter on the same folds: wins / ties / losses and the mean difference. With"
+        " three folds neither the sign test nor Wilcoxon can give p below 0.25, so these"
+        " are directions, not significant differences.",
+        "",
+        "| method | architecture | shared / total params (M) | expression accuracy |"
+        " verification accuracy | expression vs hps | verification vs hps | min / cell |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def ms(d: dict[str, Any]) -> str:
+        return "n/a" if d["mean"] is None else f"{d['mean']:.4f} ± {_f(d['std'])}"
+
+    def vs(c: dict[str, Any] | None) -> str:
+        if not c or not c["pairs"]:
+            return "-"
+        return f"{c['wins']} / {c['ties']} / {c['losses']}, {c['mean_diff']:+.4f}"
+
+    for r in sorted(sp["rows"], key=lambda r: (r["method"], r["context"] != "architecture=hps")):
+        pr = r["params"]
+        size = "n/a" if pr is None else f"{pr['shared'] / 1e6:.2f} / {pr['total'] / 1e6:.2f}"
+        arch = r["context"].removeprefix("architecture=")
+        md.append(
+            f"| `{r['method']}` | `{arch}` | {size} | {ms(r[EXPR])} | {ms(r[VERIF])} |"
+            f" {vs(r[f'{EXPR} vs hps'])} | {vs(r[f'{VERIF} vs hps'])} |"
+            f" {_f(r['minutes']['mean'], 1)} |"
+        )
+    return "\n".join(md) + "\n"
+
+
 RECIPES = {
     "ck48_recipe": "batch 64, 20 epochs (configs/ck48.yaml); augment as labelled",
     "ck48_recipe_bs32": "batch 32, 20 epochs (configs/ck48_study.yaml)",
@@ -249,6 +324,9 @@ def main() -> None:
     # the claims need the single-task and static cells (the paper study); other specs only report
     has_refs = any(r.kind in ("single", "static") for r in records)
     c = claims(records, args.methods) if has_refs else {"rows": [], "static_spread": {}}
+    # a spec with an architecture axis: where the tasks should split (issue 15)
+    by_arch = any(r.context.startswith("architecture=") for r in records)
+    sp = split_points(records) if by_arch else None
     folds = sorted({json.dumps(r.fold) for r in records})
     body = md.split("\n", 2)[2] if md.startswith("# ") else md  # the page gives the title
     minutes = describe([r.seconds / 60 for r in records if r.seconds is not None])
@@ -261,9 +339,10 @@ def main() -> None:
         " machine was shared with other work while they ran).\n\n"
         + body.strip() + "\n\n"
         + (render_claims(c, len(folds), len(_planned_folds(spec))) if has_refs else "")
+        + (render_split_points(sp) if sp else "")
         + "".join(f"\n![{pl.stem}](img/{pl.name})\n" for pl in plots)
     )
-    write_results(args.name, {"report": report, "claims": c}, text)
+    write_results(args.name, {"report": report, "claims": c, "split_points": sp}, text)
 
 
 if __name__ == "__main__":
