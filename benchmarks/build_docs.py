@@ -255,7 +255,8 @@ def main() -> None:
             out.append("\n" + path.read_text().strip() + "\n")
             for plot, alt in ((PLOTS / f"{name}_weights.png", "Task weights per epoch"),
                               (PLOTS / f"{name}.png", title)):
-                if plot.exists():  # written there by the benchmark scripts
+                # written there by the benchmark scripts; not twice when the result embeds it
+                if plot.exists() and f"(img/{plot.name})" not in out[-1]:
                     out.append(f"\n![{alt}](img/{plot.name})\n")
         else:
             out.append("\nNot measured yet on this project's machines (no result file).\n")
