@@ -134,6 +134,15 @@ SECTIONS = [
         " where it stopped. While cells are missing the tables say how many.",
     ),
     (
+        "ck48_accuracy",
+        "CK+48: the accuracy recipe (10 subject folds)",
+        "The most accurate recipe found on the validation split (batch 64, 40 epochs), which"
+        " takes about twice the study recipe's time: `equal` and the paper's dynamic weighter on"
+        " all 10 folds, to show what accuracy costs in time. Spec:"
+        " `benchmarks/sweeps/ck48_accuracy.yaml`; command: `python benchmarks/ck48_study.py"
+        " --name ck48_accuracy`.",
+    ),
+    (
         "ck48_weighters",
         "CK+48: every weighting method (folds 0-2)",
         "`benchmarks/sweeps/ck48_weighters.yaml`: every weighter of `mtlkit-weighters` with the"
