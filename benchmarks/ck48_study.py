@@ -242,7 +242,31 @@ def render_split_points(sp: dict[str, Any]) -> str:
             f" {vs(r[f'{EXPR} vs hps'])} | {vs(r[f'{VERIF} vs hps'])} |"
             f" {_f(r['minutes']['mean'], 1)} |"
         )
+    md += ["", *_split_reading(sp["rows"])]
     return "\n".join(md) + "\n"
+
+
+def _split_reading(rows: list[dict[str, Any]]) -> list[str]:
+    """One sentence per method: where each task's mean is best, computed, not written by hand."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method and r[EXPR]["mean"] is not None
+                and r[VERIF]["mean"] is not None]
+        if not mine:
+            continue
+
+        def arch(r: dict[str, Any]) -> str:
+            return r["context"].removeprefix("architecture=")
+
+        best_e = max(mine, key=lambda r: r[EXPR]["mean"])
+        best_v = max(mine, key=lambda r: r[VERIF]["mean"])
+        both = max(mine, key=lambda r: r[EXPR]["mean"] + r[VERIF]["mean"])
+        out.append(
+            f"- `{method}`: expression is best at `{arch(best_e)}`"
+            f" ({best_e[EXPR]['mean']:.4f}), verification at `{arch(best_v)}`"
+            f" ({best_v[VERIF]['mean']:.4f}); the best sum of the two at `{arch(both)}`."
+        )
+    return out
 
 
 RECIPES = {
