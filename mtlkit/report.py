@@ -229,6 +229,8 @@ def collect(source: str | Path) -> tuple[list[Record], Path, list[str]]:
     else:
         raise ConfigError(f"report: {src} is neither a sweep spec nor a folder of runs")
     if cells is not None:
+        if not src.is_file():
+            _note_unlisted(src, cells, listed)
         for cell in cells:
             run_dir = Path(cell["dir"])
             if not run_dir.is_dir():
@@ -246,6 +248,24 @@ def collect(source: str | Path) -> tuple[list[Record], Path, list[str]]:
             if rec is not None:
                 records.append(rec)
     return records, root, missing
+
+
+def _note_unlisted(folder: Path, cells: list[dict[str, Any]], listed: Any) -> None:
+    """Specs that share an output folder share one ``sweep.json``: the last spec run there.
+    Finished runs it does not list are named in a notice, never dropped silently."""
+    names = {c.get("name") for c in cells}
+    dirs = {Path(c["dir"]).name for c in cells if c.get("dir")}
+    other = [
+        p.parent.name for p in folder.glob("*/results.json")
+        if p.parent.name not in names and p.parent.name not in dirs
+    ]
+    if other:
+        notice(
+            f"report: {folder / 'sweep.json'} lists the cells of {listed.get('spec', '?')};"
+            f" {len(other)} other finished run(s) in the folder are left out (another spec"
+            " sharing the folder, or cells an edited spec no longer has). Report a spec with"
+            " 'mtlkit report SPEC.yaml'."
+        )
 
 
 def metric_directions(records: Sequence[Record]) -> dict[str, dict[str, bool]]:

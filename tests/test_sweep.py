@@ -159,6 +159,12 @@ def test_a_finished_run_of_the_same_config_under_another_name_is_reused(
     assert not missing and {r.context for r in records} == {
         "architecture=hps, optimizer.lr=0.01", "architecture=hps, optimizer.lr=0.07"
     }
+    # the folder's sweep.json is the last spec's: a folder report names what it leaves out
+    assert main(["sweep", str(spec)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "sw"), "--json"]) == 0
+    err = capsys.readouterr().err
+    assert "1 other finished run(s) in the folder are left out" in err, err
 
 
 @pytest.mark.bad_input("sweep cell with an invalid option")
