@@ -415,6 +415,22 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
     return _drop_later_defaults(json.loads(config.model_dump_json()))
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaves of a JSON tree by dotted path (list items by index)."""
+    if isinstance(tree, Mapping):
+        items: Iterable[tuple[str, Any]] = ((str(k), v) for k, v in tree.items())
+    elif isinstance(tree, list):
+        items = ((str(i), v) for i, v in enumerate(tree))
+    else:
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else key))
+    if not out and prefix:
+        out[prefix] = tree
+    return out
+
+
 def resolved_config_dict(config: RunConfig, resolved: ResolvedRun) -> dict[str, Any]:
     """The config with each component's options validated and every default filled in."""
     out = json.loads(config.model_dump_json())

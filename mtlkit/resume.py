@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from mtlkit.config import ResolvedRun
+from mtlkit.config import ResolvedRun, flatten
 from mtlkit.errors import CheckpointError
 
 Kind = Literal["harmless", "legitimate", "forbidden"]
@@ -100,22 +100,6 @@ def declared_harmless(resolved: ResolvedRun) -> list[str]:
         for path, r in resolved.components()
         for name in getattr(type(r.options), "resume_harmless", ())
     ]
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Leaves of a JSON tree by dotted path (list items by index)."""
-    if isinstance(tree, Mapping):
-        items: Iterable[tuple[str, Any]] = ((str(k), v) for k, v in tree.items())
-    elif isinstance(tree, list):
-        items = ((str(i), v) for i, v in enumerate(tree))
-    else:
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in items:
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else key))
-    if not out and prefix:
-        out[prefix] = tree
-    return out
 
 
 def _matches(path: str, patterns: Iterable[str]) -> bool:

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mtlkit.config import RunConfig, config_to_dict, load_config, read_config_file
+from mtlkit.config import RunConfig, config_to_dict, flatten, load_config, read_config_file
 from mtlkit.errors import EXIT_INTERRUPTED, ConfigError, MtlkitError
 
 EXECUTION_ONLY = ("output_dir", "trainer.num_threads", "trainer.progress")
@@ -175,6 +175,8 @@ class Cell:
     overrides: list[str]
     config: RunConfig | None
     error: str | None = None
+    resolved: dict[str, Any] | None = None
+    """The config with every plugin option's default filled in (set by :func:`validate_cells`)."""
 
     @property
     def context(self) -> str:
@@ -373,23 +375,53 @@ def _read_json(path: Path) -> Any:
 
 
 def cell_state(cell: Cell) -> str:
-    """``invalid``, ``done`` (results of this config), ``stale`` (results of another config:
-    rerun afresh), ``resume`` (a checkpoint, no results), ``retry`` (failed before) or ``new``."""
+    """``invalid``, ``done`` (results of this config), ``stale`` (results of another config, or
+    of this config under other plugin defaults: rerun afresh), ``resume`` (a checkpoint, no
+    results), ``retry`` (failed before) or ``new``."""
     if cell.config is None or cell.error:
         return "invalid"
     results = _read_json(cell.dir / "results.json")
     if isinstance(results, dict):
-        stored = results.get("config")
-        if isinstance(stored, dict) and comparable(stored) == comparable(
-            config_to_dict(cell.config)
-        ):
-            return "done"
-        return "stale"
+        return "stale" if stale_reason(cell, results) else "done"
     if (cell.dir / "last.pt").is_file():
         return "resume"
     if (cell.dir / ERROR_FILE).is_file():
         return "retry"
     return "new"
+
+
+def stale_reason(cell: Cell, results: dict[str, Any]) -> str | None:
+    """Why a cell's finished results are not of its config now, or None when they are.
+
+    The config as written must match; so must every plugin option both resolutions hold, so a
+    default changed by a plugin upgrade reruns the cell instead of reusing results it did not
+    compute. (An option added since keeps the old behaviour by the registry's rules and is not a
+    change; an option a plugin drops cannot be compared.)
+    """
+    assert cell.config is not None
+    stored = results.get("config")
+    if not isinstance(stored, dict) or comparable(stored) != comparable(
+        config_to_dict(cell.config)
+    ):
+        return "results of another config there"
+    before = results.get("resolved_config")
+    if cell.resolved is None or not isinstance(before, dict):
+        return None
+    changed = default_changes(before, cell.resolved)
+    if not changed:
+        return None
+    shown = "; ".join(changed[:3]) + ("; ..." if len(changed) > 3 else "")
+    return f"a plugin default changed since it ran ({shown})"
+
+
+def default_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``path: old -> new`` for each resolved option both configs hold with different values."""
+    old, new = flatten(comparable(before)), flatten(comparable(now))
+    return [
+        f"{path}: {json.dumps(old[path])} -> {json.dumps(new[path])}"
+        for path in sorted(old.keys() & new.keys())
+        if old[path] != new[path]
+    ]
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -595,7 +627,7 @@ class SweepRunner:
         self._save()
         detail = {
             "resume": "resuming from its checkpoint",
-            "stale": "results of another config there: starting afresh",
+            "stale": f"{_stale_detail(run.cell)}: starting afresh",
             "retry": "failed before: retrying",
         }.get(state, "")
         self._event(run.cell, "running", detail)
@@ -700,21 +732,31 @@ def _log_error(log: Path, code: int) -> str:
     return f"exit status {code}\n" + "\n".join(shown)
 
 
+def _stale_detail(cell: Cell) -> str:
+    results = _read_json(cell.dir / "results.json")
+    reason = stale_reason(cell, results) if isinstance(results, dict) else None
+    return reason or "results of another config there"
+
+
 def describe(sweep: Sweep) -> Iterator[dict[str, Any]]:
-    """Each cell's record with its on-disk state (what ``--dry-run`` lists)."""
+    """Each cell's record with its on-disk state (what ``--dry-run`` lists); a ``stale`` cell's
+    ``error`` says why its results are not taken."""
     for cell in sweep.cells:
-        yield {**cell.record(), "status": cell_state(cell), "error": cell.error}
+        state = cell_state(cell)
+        error = _stale_detail(cell) if state == "stale" else cell.error
+        yield {**cell.record(), "status": state, "error": error}
 
 
 def validate_cells(sweep: Sweep, host: Any) -> None:
-    """Stage-2 validation (plugin options) of each valid cell; a failure marks the cell."""
-    from mtlkit.config import resolve_run
+    """Stage-2 validation (plugin options) of each valid cell; a failure marks the cell, a
+    success records the cell's resolved config (what :func:`stale_reason` compares)."""
+    from mtlkit.config import resolve_run, resolved_config_dict
 
     for cell in sweep.cells:
         if cell.config is None:
             continue
         try:
-            resolve_run(cell.config, host)
+            cell.resolved = resolved_config_dict(cell.config, resolve_run(cell.config, host))
         except ConfigError as exc:
             cell.error = str(exc)
 

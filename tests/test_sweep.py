@@ -128,6 +128,38 @@ def test_changed_config_makes_new_cells_and_keeps_the_old(
     assert states == ["stale", "done"]
 
 
+@pytest.mark.bad_input("sweep rerun after a plugin default changed")
+def test_results_computed_under_another_plugin_default_are_rerun_not_reused(
+    tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The config as written is the same, but the plugin's default is not what the results were
+    computed with (an upgrade changed it): the cell says why and trains afresh."""
+    spec = _write(tmp_path, {"override": {"optimizer.lr": [0.01, 0.02]}})
+    assert main(["sweep", str(spec)]) == 0
+    capsys.readouterr()
+    cell = load_sweep(spec).cells[0]
+    path = cell.dir / "results.json"
+    results = json.loads(path.read_text())
+    assert "missing_fraction" not in results["config"]["data"]  # left to the plugin's default
+    assert results["resolved_config"]["data"]["missing_fraction"] == 0.0
+    results["resolved_config"]["data"]["missing_fraction"] = 0.2  # the default it ran under
+    results["resolved_config"]["data"]["gone_option"] = 1  # dropped since: cannot be compared
+    path.write_text(json.dumps(results))
+
+    assert main(["sweep", str(spec), "--dry-run", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["cells"]
+    assert [r["status"] for r in rows] == ["stale", "done"]
+    assert "data.missing_fraction: 0.2 -> 0.0" in rows[0]["error"]
+    assert "gone_option" not in rows[0]["error"]
+
+    assert main(["sweep", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "a plugin default changed since it ran (data.missing_fraction: 0.2 -> 0.0)" in out
+    assert [e for e, _ in _events(out)] == ["skipped", "running", "done"]  # skips print first
+    rerun = json.loads(path.read_text())
+    assert rerun["resolved_config"]["data"]["missing_fraction"] == 0.0
+
+
 def test_a_finished_run_of_the_same_config_under_another_name_is_reused(
     tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
 ) -> None:
