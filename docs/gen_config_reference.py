@@ -31,13 +31,6 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "config-reference.md"
-KINDS = [
-    ("backbones", "Backbones", "backbone"),
-    ("architectures", "Architectures", "architecture"),
-    ("tasks", "Tasks", "tasks[]"),
-    ("weighters", "Weighters", "weighter"),
-    ("datasets", "Datasets", "data"),
-]
 SECTIONS = {  # RunConfig fields whose model gets its own table, in this order
     "trainer": "TrainerConfig",
     "optimizer": "OptimizerConfig",
@@ -267,6 +260,7 @@ def run_config_part() -> list[str]:
 def components_part() -> list[str]:
     from mtlkit.options import Options
     from mtlkit.plugins import PluginHost
+    from mtlkit.registry import COMPONENT_KINDS
 
     shipped = shipped_distributions()
     host = PluginHost()
@@ -280,9 +274,10 @@ def components_part() -> list[str]:
         "Every component registered by mtlkit and the plugins shipped with it (`plugins/`), by "
         "kind. Run `mtlkit plugins` to see what your installation registers.",
     ]
-    for kind, title, key in KINDS:
-        registry = host.registry(kind)
-        lines += ["", f"### {title}", ""]
+    for kind in COMPONENT_KINDS:
+        registry = host.registry(kind.plural)
+        key = kind.config_key + ("[]" if kind.many else "")
+        lines += ["", f"### {kind.title}", ""]
         entries = [e for e in registry.entries() if e.dist in shipped]
         for entry in entries:
             seen.add(entry.dist)

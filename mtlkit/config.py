@@ -21,6 +21,7 @@ from pydantic import (
 
 from mtlkit.errors import ConfigError, RegistryError
 from mtlkit.options import Options
+from mtlkit.registry import COMPONENT_KINDS
 
 if TYPE_CHECKING:
     from mtlkit.plugins import PluginHost
@@ -335,11 +336,16 @@ class ResolvedRun:
     architecture: Resolved
 
     def components(self) -> list[tuple[str, Resolved]]:
-        """Every component with its config path: backbone, weighter, data, architecture,
-        tasks.<i>."""
-        fixed = [("backbone", self.backbone), ("weighter", self.weighter), ("data", self.data),
-                 ("architecture", self.architecture)]
-        return fixed + [(f"tasks.{i}", r) for i, r in enumerate(self.tasks.values())]
+        """Every component with its config path (``tasks.<i>`` for each task), in the order
+        of :data:`~mtlkit.registry.COMPONENT_KINDS`."""
+        out: list[tuple[str, Resolved]] = []
+        for kind in COMPONENT_KINDS:
+            found = getattr(self, kind.config_key)
+            if kind.many:
+                out += [(f"{kind.config_key}.{i}", r) for i, r in enumerate(found.values())]
+            else:
+                out.append((kind.config_key, found))
+        return out
 
 
 def _resolve(host: PluginHost, kind: str, comp: Component, prefix: str) -> Resolved:
@@ -361,28 +367,28 @@ def _resolve(host: PluginHost, kind: str, comp: Component, prefix: str) -> Resol
 def resolve_run(config: RunConfig, host: PluginHost) -> ResolvedRun:
     """Stage 2: look up every plugin name and validate its options with its own model."""
     errors: list[str] = []
-    out: dict[str, Any] = {}
-    tasks: dict[str, Resolved] = {}
-    parts: list[tuple[str, str, Component]] = [
-        ("backbone", "backbones", config.backbone),
-        ("weighter", "weighters", config.weighter),
-        ("data", "datasets", config.data),
-        ("architecture", "architectures", config.architecture),
-    ]
-    parts += [(f"tasks.{i}", "tasks", t) for i, t in enumerate(config.tasks)]
-    for prefix, kind, comp in parts:
-        try:
-            resolved = _resolve(host, kind, comp, prefix)
-        except ConfigError as exc:
-            errors.append(str(exc))
-            continue
-        if prefix.startswith("tasks."):
-            tasks[comp.task_id if isinstance(comp, TaskSpec) else comp.name] = resolved
-        else:
-            out[prefix] = resolved
+    out: dict[str, Any] = {k.config_key: {} for k in COMPONENT_KINDS if k.many}
+    for kind in COMPONENT_KINDS:
+        named = getattr(config, kind.config_key)
+        parts = (
+            [(f"{kind.config_key}.{i}", c) for i, c in enumerate(named)]
+            if kind.many
+            else [(kind.config_key, named)]
+        )
+        for prefix, comp in parts:
+            try:
+                resolved = _resolve(host, kind.plural, comp, prefix)
+            except ConfigError as exc:
+                errors.append(str(exc))
+                continue
+            if kind.many:
+                key = comp.task_id if isinstance(comp, TaskSpec) else comp.name
+                out[kind.config_key][key] = resolved
+            else:
+                out[kind.config_key] = resolved
     if errors:
         raise ConfigError("\n".join(errors))
-    return ResolvedRun(out["backbone"], tasks, out["weighter"], out["data"], out["architecture"])
+    return ResolvedRun(**out)
 
 
 def _later_defaults() -> dict[str, Any]:

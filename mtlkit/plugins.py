@@ -18,26 +18,10 @@ import pluggy
 
 from mtlkit import hookspecs
 from mtlkit.errors import PluginError
-from mtlkit.registry import (
-    ArchitectureRegistry,
-    BackboneRegistry,
-    DatasetRegistry,
-    Registry,
-    TaskRegistry,
-    WeighterRegistry,
-)
+from mtlkit.registry import COMPONENT_KINDS, Registry
 
 ENTRY_POINT_GROUP = "mtlkit"
 BUILTIN = "mtlkit"
-
-# registry attribute -> hook name
-KINDS: dict[str, str] = {
-    "tasks": "register_tasks",
-    "backbones": "register_backbones",
-    "weighters": "register_weighters",
-    "datasets": "register_datasets",
-    "architectures": "register_architectures",
-}
 
 
 @dataclass
@@ -129,13 +113,7 @@ class PluginHost:
         key = tuple(id(p) for _, p in plugins)
         if key == self._cache_key:
             return
-        registries: dict[str, Registry] = {
-            "tasks": TaskRegistry(),
-            "backbones": BackboneRegistry(),
-            "weighters": WeighterRegistry(),
-            "datasets": DatasetRegistry(),
-            "architectures": ArchitectureRegistry(),
-        }
+        registries: dict[str, Registry] = {k.plural: k.registry() for k in COMPONENT_KINDS}
         infos: list[PluginInfo] = []
         # builtins first so their names win clashes in reports, then plugins by name
         ordered = sorted(plugins, key=lambda np: (np[0] != BUILTIN, np[0]))
@@ -144,12 +122,12 @@ class PluginHost:
             info = PluginInfo(name, dist, version)
             clashes: list[str] = []
             try:
-                for kind, hook in KINDS.items():
-                    impl = getattr(self.pm.hook, hook)
+                for kind in COMPONENT_KINDS:
+                    impl = getattr(self.pm.hook, kind.hook)
                     for hookimpl in impl.get_hookimpls():
                         if hookimpl.plugin is not plugin:
                             continue
-                        registry = registries[kind]
+                        registry = registries[kind.plural]
                         registry._begin(name, dist)
                         try:
                             hookimpl.function(registry=registry)
@@ -159,7 +137,7 @@ class PluginHost:
                         else:
                             added = [e.name for e in registry._staged or []]
                             clashes += registry._end(ok=True)
-                            info.registers.setdefault(kind, []).extend(added)
+                            info.registers.setdefault(kind.plural, []).extend(added)
             except Exception as exc:
                 info.error = _describe(exc)
                 info.registers = {}
@@ -179,10 +157,14 @@ class PluginHost:
         self._cache_key = key
 
     def registry(self, kind: str) -> Registry:
-        """The registry of ``kind``: ``tasks``, ``backbones``, ``weighters``, ``datasets`` or
-        ``architectures``."""
+        """The registry of ``kind``, a :data:`~mtlkit.registry.COMPONENT_KINDS` plural
+        (``tasks``, ``backbones``, ``weighters``, ``datasets``, ``architectures``)."""
         self._build()
-        return self._registries[kind]
+        try:
+            return self._registries[kind]
+        except KeyError:
+            known = ", ".join(k.plural for k in COMPONENT_KINDS)
+            raise KeyError(f"no component kind {kind!r}; the kinds are {known}") from None
 
     @property
     def tasks(self) -> Registry:

@@ -201,3 +201,34 @@ class DatasetRegistry(Registry):
 class ArchitectureRegistry(Registry):
     kind = "architecture"
     interface = "mtlkit.architecture:Architecture"
+
+
+@dataclass(frozen=True)
+class ComponentKind:
+    """One kind of plugin component: its registry, its hook and where a config names one.
+
+    :data:`COMPONENT_KINDS` is the one list of kinds; plugin loading, config resolution and the
+    config reference all read it, so a new kind is one row here plus its hook spec.
+    """
+
+    registry: type[Registry]
+    plural: str
+    """The registry's name (``host.registry(plural)``); its hook is ``register_<plural>``."""
+    config_key: str
+    """The run config field that names the component (a list of them when ``many``)."""
+    title: str
+    many: bool = False
+
+    @property
+    def hook(self) -> str:
+        return f"register_{self.plural}"
+
+
+COMPONENT_KINDS: tuple[ComponentKind, ...] = (
+    ComponentKind(BackboneRegistry, "backbones", "backbone", "Backbones"),
+    ComponentKind(ArchitectureRegistry, "architectures", "architecture", "Architectures"),
+    ComponentKind(TaskRegistry, "tasks", "tasks", "Tasks", many=True),
+    ComponentKind(WeighterRegistry, "weighters", "weighter", "Weighters"),
+    ComponentKind(DatasetRegistry, "datasets", "data", "Datasets"),
+)
+"""Every component kind, in the order the config reference documents them."""
