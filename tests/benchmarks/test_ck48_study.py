@@ -57,6 +57,45 @@ def test_split_points_against_a_hand_computation(monkeypatch: pytest.MonkeyPatch
     assert "- `equal`: expression is best at `hps` (0.7500)" in text  # ties: the first listed
 
 
+def _cell(label: str, kind: str, fold: int, expr: float, verif: float) -> Record:
+    return Record(
+        name=f"{label}-{fold}", dir=Path("."), label=label, kind=kind, task=None, weight=None,
+        fold=fold, seed=0, context="",
+        test={"expression": {"accuracy": expr},
+              "face_identity": {"verification_accuracy": verif}},
+        tasks=["face_identity", "expression"], config={},
+    )
+
+
+def test_plain_summary_against_a_hand_computation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five folds: `dyn` wins every expression pair against both references and loses every
+    verification pair; `other` is better on verification only; static's grid spans 0.2/0.05."""
+    monkeypatch.setattr(ck48_study, "_val", ck48_study._test)  # validation = test here
+    rows = {  # label: (kind, expression, verification), the same on every fold
+        "single:expression": ("single", 0.70, 0.50),
+        "single:face_identity": ("single", 0.10, 0.90),
+        "static:face_identity=0.1": ("static", 0.75, 0.85),
+        "static:face_identity=0.9": ("static", 0.55, 0.90),
+        "dyn": ("weighter", 0.80, 0.60),
+        "other": ("weighter", 0.60, 0.95),
+    }
+    records = [_cell(label, kind, f, e + f / 1000, v + f / 1000)
+               for label, (kind, e, v) in rows.items() for f in range(5)]
+    c = ck48_study.claims(records, ["dyn", "other"])
+    text = ck48_study.plain_summary(c, ck48_study._by_label(records), ["dyn", "other"])
+    # 5 of 5 pairs better: exact Wilcoxon p = 2 / 2^5 = 0.0625, not < 0.05: partly shown at best
+    assert "- `dyn` beats single-task learning on both tasks: **no**; expression +0.100" in text
+    assert "(5/0/0, p=0.0625), verification -0.300 (0/0/5, p=0.0625)." in text
+    assert "- `other` beats the best static weight picked on validation: **no**;" in text
+    assert "expression -0.150 (0/0/5, p=0.0625), verification +0.050 (5/0/0, p=0.0625)" in text
+    # variants span 0.2 on expression (= the grid's 0.2, not wider) and 0.35 on verification
+    assert "It needs no tuning: **no**;" in text
+    assert "a span of 0.350 against 0.050 for the whole static grid" in text
+    assert "no variant is best on both tasks" in text
+    assert "is not met by this recipe: the best mean expression accuracy is 0.802 (`dyn`)" in text
+    assert "the best verification accuracy 0.952 (`other`)" in text
+
+
 COMMITTED = sorted(
     p for p in (BENCH / "results").glob("ck48_*.json")
     if "report" in json.loads(p.read_text())
