@@ -137,8 +137,8 @@ SECTIONS = [
         "ck48_accuracy",
         "CK+48: the accuracy recipe (10 subject folds)",
         "The most accurate recipe found on the validation split (batch 64, 40 epochs), which"
-        " takes about twice the study recipe's time: `equal` and the paper's dynamic weighter on"
-        " all 10 folds, to show what accuracy costs in time. Spec:"
+        " takes about twice the study recipe's time: `equal` on all 10 folds, to show what"
+        " accuracy costs in time beside the study recipe's `equal`. Spec:"
         " `benchmarks/sweeps/ck48_accuracy.yaml`; command: `python benchmarks/ck48_study.py"
         " --name ck48_accuracy`.",
     ),
