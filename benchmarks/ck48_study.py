@@ -413,8 +413,10 @@ def main() -> None:
                 shutil.copyfile(f, dest)
                 plots.append(dest)
     records, _, missing = collect(spec)
-    # the claims need the single-task and static cells (the paper study); other specs only report
-    has_refs = any(r.kind in ("single", "static") for r in records)
+    # the claims need the single-task and the static cells (the paper study); other specs (the
+    # weighters' borrows the single-task cells for Δm%) only report
+    kinds = {r.kind for r in records}
+    has_refs = {"single", "static"} <= kinds
     c = claims(records, args.methods) if has_refs else {"rows": [], "static_spread": {}}
     # a spec with an architecture axis: where the tasks should split (issue 15)
     by_arch = any(r.context.startswith("architecture=") for r in records)
@@ -429,6 +431,9 @@ def main() -> None:
         f" finished cells: {_f((minutes['mean'] or 0) * minutes['n'], 1)} min"
         " (each cell's epochs with validation, across resumes, plus its final evaluation; the"
         " machine was shared with other work while they ran).\n\n"
+        + (f"**Provisional: {len(missing)} of {len(records) + len(missing)} cells are not"
+           " finished, so methods' means can cover different folds; compare them in the paired"
+           " tables, which use only the folds both have.**\n\n" if missing else "")
         + body.strip() + "\n\n"
         + (render_claims(c, len(folds), len(_planned_folds(spec))) if has_refs else "")
         + (plain_summary(c, _by_label(records), args.methods) if has_refs else "")
