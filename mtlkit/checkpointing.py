@@ -22,7 +22,7 @@ from mtlkit.checkpoint import (
     save_checkpoint,
     stored_config,
 )
-from mtlkit.config import RunConfig, config_to_dict, resolved_config_dict
+from mtlkit.config import RunConfig, config_to_dict, reread_resolved, resolved_config_dict
 from mtlkit.errors import CheckpointError
 from mtlkit.layout import InputLayout
 from mtlkit.notices import notice as _notice
@@ -218,10 +218,13 @@ class Checkpointing:
         All refuse a ``split`` sharing a group with the training split the checkpoint saw.
         """
         # compare with every plugin option's default filled in, so spelling out a default is
-        # no change (older checkpoints hold only the config as written)
+        # no change (older checkpoints hold only the config as written), the stored options
+        # read through this version's models (an old spelling compares as what it means now)
         stored = stored_config({"config": ckpt.get("resolved_config")})
         current: dict[str, Any] = self.resolved_config
-        if stored is None:
+        if stored is not None:
+            stored = reread_resolved(stored, self.config, self._resolved)
+        else:
             stored, current = stored_config(ckpt), config_to_dict(self.config)
         changes: list[R.Change] = []
         if stored is not None:

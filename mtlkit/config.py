@@ -437,16 +437,61 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+_IDENTITY_KEYS = ("name", "id", "target")
+"""A component section's keys that say which component it is, not how it is set up."""
+
+
+def _component_slot(tree: Any, path: str) -> tuple[Any, Any] | None:
+    """The container holding component ``path`` (``data``, ``tasks.1``) and its key there."""
+    node = tree
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        return node, int(last)
+    if isinstance(node, dict) and last in node:
+        return node, last
+    return None
+
+
 def resolved_config_dict(config: RunConfig, resolved: ResolvedRun) -> dict[str, Any]:
     """The config with each component's options validated and every default filled in."""
     out = json.loads(config.model_dump_json())
     for path, r in resolved.components():
-        node: Any = out
-        *parents, last = path.split(".")
-        for part in parents:
-            node = node[part]
-        key: Any = int(last) if isinstance(node, list) else last
-        spec = node[key]
-        keep = {k: spec[k] for k in ("name", "id", "target") if k in spec}
+        slot = _component_slot(out, path)
+        assert slot is not None, path
+        node, key = slot
+        keep = {k: node[key][k] for k in _IDENTITY_KEYS if k in node[key]}
         node[key] = {**keep, **r.options.model_dump(mode="json")}
+    return _drop_later_defaults(out)
+
+
+def reread_resolved(
+    stored: dict[str, Any], config: RunConfig, resolved: ResolvedRun
+) -> dict[str, Any]:
+    """A resolved config stored by an earlier run, each component's options read again through
+    this version's options model, so that a value an upgrade now spells out (``augment: true``
+    -> the augmentation it stands for) compares as what it means now rather than as a change.
+
+    A component under another name, or options this version rejects, stay as stored: the
+    comparison then shows them as they are. Values already spelled out read back unchanged, so
+    a default changed since the run still shows.
+    """
+    out = json.loads(json.dumps(stored))
+    now = json.loads(config.model_dump_json())
+    for path, r in resolved.components():
+        slot, current = _component_slot(out, path), _component_slot(now, path)
+        if slot is None or current is None or not isinstance(slot[0][slot[1]], dict):
+            continue
+        node, key = slot
+        section = node[key]
+        if section.get("name") != current[0][current[1]].get("name"):
+            continue
+        keep = {k: section[k] for k in _IDENTITY_KEYS if k in section}
+        options = {k: v for k, v in section.items() if k not in _IDENTITY_KEYS}
+        try:
+            again = type(r.options).model_validate(options)
+        except ValidationError:
+            continue
+        node[key] = {**keep, **again.model_dump(mode="json")}
     return _drop_later_defaults(out)

@@ -31,7 +31,16 @@ from typing import Any, TextIO
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mtlkit.config import RunConfig, config_to_dict, flatten, load_config, read_config_file
+from mtlkit.config import (
+    ResolvedRun,
+    RunConfig,
+    config_to_dict,
+    flatten,
+    load_config,
+    read_config_file,
+    reread_resolved,
+    resolved_config_dict,
+)
 from mtlkit.errors import EXIT_INTERRUPTED, ConfigError, MtlkitError
 
 EXECUTION_ONLY = ("output_dir", "trainer.num_threads", "trainer.progress")
@@ -175,8 +184,8 @@ class Cell:
     overrides: list[str]
     config: RunConfig | None
     error: str | None = None
-    resolved: dict[str, Any] | None = None
-    """The config with every plugin option's default filled in (set by :func:`validate_cells`)."""
+    resolved: ResolvedRun | None = None
+    """Its plugins and their validated options (set by :func:`validate_cells`)."""
 
     @property
     def context(self) -> str:
@@ -407,7 +416,10 @@ def stale_reason(cell: Cell, results: dict[str, Any]) -> str | None:
     before = results.get("resolved_config")
     if cell.resolved is None or not isinstance(before, dict):
         return None
-    changed = default_changes(before, cell.resolved)
+    changed = default_changes(
+        reread_resolved(before, cell.config, cell.resolved),
+        resolved_config_dict(cell.config, cell.resolved),
+    )
     if not changed:
         return None
     shown = "; ".join(changed[:3]) + ("; ..." if len(changed) > 3 else "")
@@ -750,13 +762,13 @@ def describe(sweep: Sweep) -> Iterator[dict[str, Any]]:
 def validate_cells(sweep: Sweep, host: Any) -> None:
     """Stage-2 validation (plugin options) of each valid cell; a failure marks the cell, a
     success records the cell's resolved config (what :func:`stale_reason` compares)."""
-    from mtlkit.config import resolve_run, resolved_config_dict
+    from mtlkit.config import resolve_run
 
     for cell in sweep.cells:
         if cell.config is None:
             continue
         try:
-            cell.resolved = resolved_config_dict(cell.config, resolve_run(cell.config, host))
+            cell.resolved = resolve_run(cell.config, host)
         except ConfigError as exc:
             cell.error = str(exc)
 

@@ -219,3 +219,46 @@ def test_fields_added_later_are_left_out_at_their_default(tmp_path) -> None:
     on = config_to_dict(load_config(data=tiny_config(tmp_path, trainer__batched_backward=True)))
     assert on["trainer"]["batched_backward"] is True
     assert config_hash(on) != config_hash(plain)
+
+
+def test_stored_options_are_reread_as_what_they_mean_now(tmp_path: Path, host: PluginHost) -> None:
+    """An option an upgrade now spells out (``true`` -> the settings it stands for) compares
+    as equal when an old record holds the short form, while a spelled-out value that differs
+    from today's default still shows, as do components under another name."""
+    import dataclasses
+
+    from pydantic import Field, field_validator
+
+    from mtlkit.config import Resolved, reread_resolved, resolved_config_dict
+    from mtlkit.sweep import default_changes
+
+    config = load_config(data=tiny_config(tmp_path))
+    run = resolve_run(config, host)
+    base = type(run.data.options)
+
+    class Spelled(base):  # type: ignore[misc, valid-type]
+        mode: bool | dict[str, int] = Field(True, validate_default=True)
+
+        @field_validator("mode")
+        @classmethod
+        def _spell(cls, v: bool | dict[str, int]) -> bool | dict[str, int]:
+            return {"level": 1} if v is True else v
+
+    run = dataclasses.replace(run, data=Resolved(run.data.cls, Spelled(), run.data.entry_dist))
+    now = resolved_config_dict(config, run)
+    assert now["data"]["mode"] == {"level": 1}
+
+    def stored(**data: object) -> dict:
+        out = yaml.safe_load(yaml.safe_dump(now))
+        out["data"].update(data)
+        return out
+
+    short = stored(mode=True)  # written before the upgrade spelled it out
+    assert default_changes(short, now) == []  # different shapes: nothing compared ...
+    assert reread_resolved(short, config, run) == now  # ... and read again, the same
+    older = reread_resolved(stored(mode={"level": 2}), config, run)
+    assert default_changes(older, now) == ["data.mode.level: 2 -> 1"]
+    renamed = stored(name="other", mode=True)  # another component: left as it was
+    assert reread_resolved(renamed, config, run)["data"]["mode"] is True
+    rejected = stored(mode=True, dropped_option=1)  # this version refuses it: left as it was
+    assert reread_resolved(rejected, config, run)["data"] == rejected["data"]

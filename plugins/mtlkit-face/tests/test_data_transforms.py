@@ -61,8 +61,14 @@ def test_erasing_zeroes_a_box() -> None:
 
 
 def test_option_values() -> None:
+    from mtlkit_face.data.base import FaceDataOptions
+
     assert augment_options(False) is None
     assert augment_options(True) == AugmentOptions()
+    # true is kept as the settings it stands for (what a run's resolved config records)
+    assert FaceDataOptions().augment == AugmentOptions()
+    assert FaceDataOptions(augment=True).model_dump(mode="json")["augment"]["flip"] is True
+    assert FaceDataOptions(augment=False).augment is False
     custom = AugmentOptions(rotate=5)
     assert augment_options(custom) is custom
     with pytest.raises(ValidationError, match="low <= high"):

@@ -65,13 +65,19 @@ class FaceDataOptions(Options):
     its batch is read). ``auto``: memory when the decoded images fit in ``memory_limit_mb``."""
     memory_limit_mb: int = Field(4096, ge=0)
     """Largest decoded data set (N x C x H x W bytes) that ``storage: auto`` holds in memory."""
-    augment: bool | AugmentOptions = True
+    augment: bool | AugmentOptions = Field(True, validate_default=True)
     """Training augmentation: true (flip and a small shift), false, or a mapping of
-    :class:`AugmentOptions` (rotation, zoom, jitter, RandAugment, random erasing)."""
+    :class:`AugmentOptions` (rotation, zoom, jitter, RandAugment, random erasing). A run
+    records ``true`` as the settings it stands for, so a later change of them shows on resume."""
     seed: int = 0
     """Seeds the sequence-holdout choice (and, for generated data, the generator)."""
     expressions: list[str] | None = None
     """Expression classes in label order; None: the names found in the data, sorted."""
+
+    @field_validator("augment")
+    @classmethod
+    def _spelled_out(cls, v: bool | AugmentOptions) -> bool | AugmentOptions:
+        return AugmentOptions() if v is True else v
 
     @field_validator("expressions")
     @classmethod
