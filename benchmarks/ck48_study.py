@@ -385,6 +385,58 @@ def plain_summary(c: dict[str, Any], by_label: dict[str, list[Record]], methods:
     return "\n".join(md) + "\n"
 
 
+def weighters_summary(report: dict[str, Any], baseline: str) -> str:
+    """Plain words for a spec of many weighters against ``baseline`` (no static grid): the
+    Δm% ranking, who is better or worse on both tasks in every fold, and what the number of
+    folds can show at all."""
+    ctx = next((c for c in report["contexts"] if c["context"] == ""), None)
+    if ctx is None:
+        return ""
+    labels = [m["label"] for m in ctx["methods"] if m["kind"] == "weighter"]
+    if not [k for k in labels if k != baseline]:
+        return ""
+    folds = max((len(m["folds"]) for m in ctx["methods"]), default=0)
+    dm = {k: v for k, v in (ctx.get("delta_m") or {}).items()
+          if k in labels and v.get("mean") is not None}
+    ranked = sorted(dm, key=lambda k: -dm[k]["mean"])
+    shown = ", ".join(
+        f"`{k}` {dm[k]['mean']:+.2f}" + ("" if dm[k]["n"] == folds else f" ({dm[k]['n']} of {folds} folds)")
+        for k in ranked
+    )
+    rows = {(r["method"], r["metric"]): r for r in ctx["comparisons"]
+            if r["reference"] == baseline and r["metric"] in (EXPR, VERIF)}
+
+    def every(method: str, key: str) -> bool:
+        pair = [rows.get((method, m)) for m in (EXPR, VERIF)]
+        return all(r is not None and r["pairs"] == folds and r[key] == r["pairs"] for r in pair)
+
+    others = [k for k in labels if k != baseline]
+    better = [f"`{k}`" for k in others if every(k, "wins")]
+    worse = [f"`{k}`" for k in others if every(k, "losses")]
+    md = ["", f"In plain words ({folds} folds; each method paired with `{baseline}` on the same"
+          " folds):", ""]
+    if shown:
+        md.append(f"- Ranked by mean Δm%: {shown}.")
+    md.append(f"- Better than `{baseline}` on both expression and verification accuracy in every"
+              f" fold: {', '.join(better) or 'none'}. Worse on both in every fold:"
+              f" {', '.join(worse) or 'none'}.")
+    significant = sorted({f"`{r['method']}` ({_short(r['metric'])}, p={r['wilcoxon_p']:.3g})"
+                          for r in rows.values()
+                          if r["wilcoxon_p"] is not None and r["wilcoxon_p"] < ALPHA})
+    floor = 2.0 ** (1 - folds) if folds else 1.0
+    if significant:
+        md.append(f"- Different from `{baseline}` at p < {ALPHA} (exact Wilcoxon): "
+                  + ", ".join(significant) + ".")
+    elif floor >= ALPHA:
+        md.append(f"- No difference from `{baseline}` can be called significant here: with"
+                  f" {folds} folds the smallest possible two-sided exact p (sign test or"
+                  f" Wilcoxon) is {floor:.3g}. These rows pick candidates for a 10-fold run;"
+                  " they do not rank the methods.")
+    else:
+        md.append(f"- No method differs from `{baseline}` at p < {ALPHA} (exact Wilcoxon).")
+    return "\n".join(md) + "\n"
+
+
 def _planned_folds(spec: Path) -> set[str]:
     from mtlkit.sweep import load_sweep
 
@@ -436,7 +488,8 @@ def main() -> None:
            " tables, which use only the folds both have.**\n\n" if missing else "")
         + body.strip() + "\n\n"
         + (render_claims(c, len(folds), len(_planned_folds(spec))) if has_refs else "")
-        + (plain_summary(c, _by_label(records), args.methods) if has_refs else "")
+        + (plain_summary(c, _by_label(records), args.methods) if has_refs
+           else weighters_summary(report, args.baseline))
         + (render_split_points(sp) if sp else "")
         + "".join(f"\n![{pl.stem}](img/{pl.name})\n" for pl in plots)
     )

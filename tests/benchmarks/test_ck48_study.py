@@ -124,3 +124,40 @@ def test_committed_reports_match_their_cells(
                 assert stats["mean"] == pytest.approx(math.fsum(values) / len(values))
                 checked += 1
     assert checked
+
+
+def _pair(method: str, metric: str, wins: int, losses: int, p: float) -> dict[str, Any]:
+    return {"reference": "equal", "why": "baseline", "method": method, "metric": metric,
+            "pairs": wins + losses, "wins": wins, "ties": 0, "losses": losses,
+            "mean_diff": 0.0, "sign_p": p, "wilcoxon_p": p}
+
+
+def test_weighters_summary_against_a_hand_computation() -> None:
+    """Three folds: `a` wins both accuracies in every fold, `b` loses both, `c` has two folds;
+    the ranking follows Δm% and no p-value can fall under 0.05 with three pairs."""
+    def method(label: str, kind: str, folds: int) -> dict[str, Any]:
+        return {"label": label, "kind": kind, "folds": [str(f) for f in range(folds)]}
+
+    report = {"contexts": [{
+        "context": "",
+        "methods": [method("equal", "weighter", 3), method("a", "weighter", 3),
+                    method("b", "weighter", 3), method("c", "weighter", 2),
+                    method("single:expression", "single", 3)],
+        "delta_m": {"equal": {"n": 3, "mean": -1.0}, "a": {"n": 3, "mean": 2.5},
+                    "b": {"n": 3, "mean": -9.0}, "c": {"n": 2, "mean": 0.25},
+                    "single:expression": {"n": 3, "mean": -20.0}},
+        "comparisons": [
+            _pair("a", EXPR, 3, 0, 0.25), _pair("a", VERIF, 3, 0, 0.25),
+            _pair("b", EXPR, 0, 3, 0.25), _pair("b", VERIF, 0, 3, 0.25),
+            _pair("c", EXPR, 2, 0, 0.5), _pair("c", VERIF, 2, 0, 0.5),  # two folds: not every
+        ],
+    }]}
+    text = ck48_study.weighters_summary(report, "equal")
+    assert "- Ranked by mean Δm%: `a` +2.50, `c` +0.25 (2 of 3 folds), `equal` -1.00, `b` -9.00." in text
+    assert "in every fold: `a`. Worse on both in every fold: `b`." in text
+    assert "with 3 folds the smallest possible two-sided exact p" in text
+    assert "(sign test or Wilcoxon) is 0.25" in text
+    assert "single:expression" not in text
+    # a spec of the baseline alone has nothing to compare
+    alone = {"contexts": [{**report["contexts"][0], "methods": [method("equal", "weighter", 3)]}]}
+    assert ck48_study.weighters_summary(alone, "equal") == ""
