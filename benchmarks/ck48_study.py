@@ -400,7 +400,8 @@ def weighters_summary(report: dict[str, Any], baseline: str) -> str:
           if k in labels and v.get("mean") is not None}
     ranked = sorted(dm, key=lambda k: -dm[k]["mean"])
     shown = ", ".join(
-        f"`{k}` {dm[k]['mean']:+.2f}" + ("" if dm[k]["n"] == folds else f" ({dm[k]['n']} of {folds} folds)")
+        f"`{k}` {dm[k]['mean']:+.2f}"
+        + ("" if dm[k]["n"] == folds else f" ({dm[k]['n']} of {folds} folds)")
         for k in ranked
     )
     rows = {(r["method"], r["metric"]): r for r in ctx["comparisons"]

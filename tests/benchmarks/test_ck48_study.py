@@ -153,7 +153,8 @@ def test_weighters_summary_against_a_hand_computation() -> None:
         ],
     }]}
     text = ck48_study.weighters_summary(report, "equal")
-    assert "- Ranked by mean Δm%: `a` +2.50, `c` +0.25 (2 of 3 folds), `equal` -1.00, `b` -9.00." in text
+    ranked = "`a` +2.50, `c` +0.25 (2 of 3 folds), `equal` -1.00, `b` -9.00."
+    assert f"- Ranked by mean Δm%: {ranked}" in text
     assert "in every fold: `a`. Worse on both in every fold: `b`." in text
     assert "with 3 folds the smallest possible two-sided exact p" in text
     assert "(sign test or Wilcoxon) is 0.25" in text
