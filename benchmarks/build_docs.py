@@ -138,9 +138,9 @@ SECTIONS = [
         "CK+48: the accuracy recipe (10 subject folds)",
         "The most accurate recipe found on the validation split (batch 64, 40 epochs), which"
         " takes about twice the study recipe's time: `equal` on all 10 folds, to show what"
-        " accuracy costs in time beside the study recipe's `equal`. Spec:"
-        " `benchmarks/sweeps/ck48_accuracy.yaml`; command: `python benchmarks/ck48_study.py"
-        " --name ck48_accuracy`.",
+        " accuracy costs in time beside the study recipe's `equal` (paired on the same folds"
+        " in the last table). Spec: `benchmarks/sweeps/ck48_accuracy.yaml`; command:"
+        " `python benchmarks/ck48_study.py --name ck48_accuracy --versus ck48_paper`.",
     ),
     (
         "ck48_weighters",

@@ -438,6 +438,52 @@ def weighters_summary(report: dict[str, Any], baseline: str) -> str:
     return "\n".join(md) + "\n"
 
 
+def recipe_pairs(records: list[Record], other: list[Record]) -> list[dict[str, Any]]:
+    """Each method of this spec against the same method under another spec's recipe, paired on
+    the folds both finished (which recipe is worth its time)."""
+    mine, theirs = _by_label(records), _by_label(other)
+    rows = []
+    for label in (k for k in mine if k in theirs):
+        common = {r.pair_key for r in mine[label]} & {r.pair_key for r in theirs[label]}
+        a = [r for r in mine[label] if r.pair_key in common]
+        b = [r for r in theirs[label] if r.pair_key in common]
+        minutes = {name: describe([r.seconds / 60 for r in recs if r.seconds is not None])
+                   for name, recs in (("this", a), ("other", b))}
+        for m in (EXPR, VERIF):
+            rows.append({
+                "method": label, "metric": m, "pairs": len(common),
+                "this": describe([v for r in a if (v := _test(r, m)) is not None]),
+                "other": describe([v for r in b if (v := _test(r, m)) is not None]),
+                "paired": compare(a, b, m, True),
+                "minutes": minutes,
+            })
+    return rows
+
+
+def render_recipe_pairs(rows: list[dict[str, Any]], other: str) -> str:
+    if not rows:
+        return ""
+    md = ["", f"### Against the same method under `{other}.yaml`'s recipe", "",
+          "Both on the folds both finished; a win is this recipe better. Minutes per cell: one"
+          " thread, two cells at once.", "",
+          f"| method | metric | this recipe | `{other}` | wins / ties / losses | mean difference"
+          " | Wilcoxon p | min/cell (this / other) |",
+          "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c, t = r["paired"], r["minutes"]
+        md.append(
+            f"| `{r['method']}` | {r['metric']} | {_f(r['this']['mean'])} ± {_f(r['this']['std'])}"
+            f" | {_f(r['other']['mean'])} ± {_f(r['other']['std'])}"
+            f" | {c['wins']} / {c['ties']} / {c['losses']} | {_sign(c['mean_diff'])}"
+            f" | {_p(c['wilcoxon_p'])} | {_f(t['this']['mean'], 2)} / {_f(t['other']['mean'], 2)} |"
+        )
+    return "\n".join(md) + "\n"
+
+
+def _sign(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:+.4f}"
+
+
 def _planned_folds(spec: Path) -> set[str]:
     from mtlkit.sweep import load_sweep
 
@@ -451,6 +497,8 @@ def main() -> None:
     p.add_argument("--baseline", default="equal")
     p.add_argument("--methods", nargs="*", default=["dynamic", "dynamic-bounded", "dynamic-naive"],
                    help="the methods whose claims are tested")
+    p.add_argument("--versus", metavar="NAME",
+                   help="also pair each method with itself under benchmarks/sweeps/NAME.yaml")
     args = p.parse_args()
     if args.recipes:
         recipes()
@@ -474,6 +522,10 @@ def main() -> None:
     # a spec with an architecture axis: where the tasks should split (issue 15)
     by_arch = any(r.context.startswith("architecture=") for r in records)
     sp = split_points(records) if by_arch else None
+    pairs = None
+    if args.versus:
+        other, _, _ = collect(REPO / "benchmarks" / "sweeps" / f"{args.versus}.yaml")
+        pairs = recipe_pairs(records, other)
     folds = sorted({json.dumps(r.fold) for r in records})
     body = md.split("\n", 2)[2] if md.startswith("# ") else md  # the page gives the title
     minutes = describe([r.seconds / 60 for r in records if r.seconds is not None])
@@ -492,9 +544,12 @@ def main() -> None:
         + (plain_summary(c, _by_label(records), args.methods) if has_refs
            else weighters_summary(report, args.baseline))
         + (render_split_points(sp) if sp else "")
+        + (render_recipe_pairs(pairs, args.versus) if pairs else "")
         + "".join(f"\n![{pl.stem}](img/{pl.name})\n" for pl in plots)
     )
-    write_results(args.name, {"report": report, "claims": c, "split_points": sp}, text)
+    write_results(args.name, {"report": report, "claims": c, "split_points": sp,
+                              "versus": {"spec": args.versus, "rows": pairs} if pairs else None},
+                  text)
 
 
 if __name__ == "__main__":

@@ -162,3 +162,32 @@ def test_weighters_summary_against_a_hand_computation() -> None:
     # a spec of the baseline alone has nothing to compare
     alone = {"contexts": [{**report["contexts"][0], "methods": [method("equal", "weighter", 3)]}]}
     assert ck48_study.weighters_summary(alone, "equal") == ""
+
+
+def test_recipe_pairs_against_a_hand_computation() -> None:
+    """`equal` under two recipes: this one has folds 0-2, the other 1-3; only folds 1 and 2 are
+    compared, and a method missing from the other spec is left out."""
+    import dataclasses
+
+    def cells(label: str, folds: range, expr: float, verif: float, minutes: float) -> list:
+        return [dataclasses.replace(_cell(label, "weighter", f, expr + f / 100, verif),
+                                    seconds=minutes * 60) for f in folds]
+
+    mine = cells("equal", range(3), 0.80, 0.95, 6.0) + cells("only-here", range(3), 0.5, 0.5, 1)
+    other = cells("equal", range(1, 4), 0.70, 0.96, 3.0)
+    rows = ck48_study.recipe_pairs(mine, other)
+    assert [(r["method"], r["metric"]) for r in rows] == [("equal", EXPR), ("equal", VERIF)]
+    expr, verif = rows
+    assert expr["pairs"] == 2
+    assert expr["this"]["mean"] == pytest.approx(0.815)  # folds 1, 2: 0.81, 0.82
+    assert expr["other"]["mean"] == pytest.approx(0.715)
+    e = expr["paired"]
+    assert (e["wins"], e["ties"], e["losses"]) == (2, 0, 0)
+    assert e["mean_diff"] == pytest.approx(0.10)
+    v = verif["paired"]
+    assert (v["wins"], v["ties"], v["losses"]) == (0, 0, 2)
+    assert v["mean_diff"] == pytest.approx(-0.01)
+    assert expr["minutes"]["this"]["mean"] == pytest.approx(6.0)
+    text = ck48_study.render_recipe_pairs(rows, "ck48_paper")
+    assert "| `equal` | expression/accuracy | 0.8150 ± 0.0071 | 0.7150 ± 0.0071 | 2 / 0 / 0" in text
+    assert "| +0.1000 | 0.5 | 6.00 / 3.00 |" in text
