@@ -513,6 +513,9 @@ def main() -> None:
                 PLOTS.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(f, dest)
                 plots.append(dest)
+    # where the committed files are, not the temporary folder or this machine's checkout
+    report["plots"] = [str(pl.relative_to(REPO)) for pl in plots]
+    report["source"] = str(spec.relative_to(REPO))
     records, _, missing = collect(spec)
     # the claims need the single-task and the static cells (the paper study); other specs (the
     # weighters' borrows the single-task cells for Δm%) only report
