@@ -454,6 +454,12 @@ def _component_slot(tree: Any, path: str) -> tuple[Any, Any] | None:
     return None
 
 
+def _respelled(section: dict[str, Any], options: Options) -> dict[str, Any]:
+    """A component section with its identity keys kept and ``options`` spelled out in full."""
+    keep = {k: section[k] for k in _IDENTITY_KEYS if k in section}
+    return {**keep, **options.model_dump(mode="json")}
+
+
 def resolved_config_dict(config: RunConfig, resolved: ResolvedRun) -> dict[str, Any]:
     """The config with each component's options validated and every default filled in."""
     out = json.loads(config.model_dump_json())
@@ -461,8 +467,7 @@ def resolved_config_dict(config: RunConfig, resolved: ResolvedRun) -> dict[str, 
         slot = _component_slot(out, path)
         assert slot is not None, path
         node, key = slot
-        keep = {k: node[key][k] for k in _IDENTITY_KEYS if k in node[key]}
-        node[key] = {**keep, **r.options.model_dump(mode="json")}
+        node[key] = _respelled(node[key], r.options)
     return _drop_later_defaults(out)
 
 
@@ -487,11 +492,10 @@ def reread_resolved(
         section = node[key]
         if section.get("name") != current[0][current[1]].get("name"):
             continue
-        keep = {k: section[k] for k in _IDENTITY_KEYS if k in section}
         options = {k: v for k, v in section.items() if k not in _IDENTITY_KEYS}
         try:
             again = type(r.options).model_validate(options)
         except ValidationError:
             continue
-        node[key] = {**keep, **again.model_dump(mode="json")}
+        node[key] = _respelled(section, again)
     return _drop_later_defaults(out)
