@@ -9,7 +9,10 @@ eigendecomposition ``G G^T = V diag(lambda) V^T`` (rank r, eigenvalues above
     B = sigma V_r diag(lambda_r)^{-1/2} V_r^T,   w = B 1,   update = sum_i w_i g_i,
 
 with ``sigma = sqrt(min lambda_r)`` (``scale: min``, the paper's choice), the median singular
-value (``median``) or ``sqrt(mean lambda_r)`` (``rmse``). ``rep: true`` is Aligned-MTL-UB (the
+value (``median``) or ``sqrt(mean lambda_r)`` (``rmse``). ``median`` is the authors' (and torchjd's)
+``torch.median``: the LOWER of the two middle values when the rank is even, so at T = 2 it is the
+smaller singular value (``G = [[1, 0], [0, 3]]`` gives the update ``[1, 1]``, where the average of
+the middle values, numpy's median, would give ``[2, 2]``). ``rep: true`` is Aligned-MTL-UB (the
 gradients w.r.t. the shared representation). The T x T eigendecomposition runs on the host, after
 ONE copy of the Gram matrix to the CPU per step.
 
@@ -35,7 +38,7 @@ from mtlkit_weighters._solvers import to_device, to_host
 
 class AlignedMTLOptions(RepOptions):
     scale: Literal["min", "median", "rmse"] = "min"
-    """The common singular value of the aligned gradients."""
+    """The common singular value of the aligned gradients (``median``: the lower middle value)."""
 
 
 def aligned_weights(k: np.ndarray, scale: str = "min") -> np.ndarray:
@@ -51,7 +54,7 @@ def aligned_weights(k: np.ndarray, scale: str = "min") -> np.ndarray:
     if scale == "min":
         sigma = float(sig.min())
     elif scale == "median":
-        sigma = float(np.median(sig))
+        sigma = float(np.sort(sig)[(sig.size - 1) // 2])  # torch.median: the lower middle value
     else:
         sigma = float(np.sqrt(lam_r.mean()))
     b = sigma * (v_r / sig) @ v_r.T
