@@ -9,14 +9,16 @@ adjusted so far and ``g_j`` the original gradient of task j:
     if phi < phi^T:
         g_i' <- g_i' + a g_j,
         a = ||g_i'|| (phi^T sqrt(1 - phi^2) - phi sqrt(1 - phi^T^2)) / (||g_j|| sqrt(1 - phi^T^2))
-        phi^T <- (1 - beta) phi^T + beta phi
+    phi^T <- (1 - beta) phi^T + beta phi
 
 after which ``cos(g_i', g_j) = phi^T`` (the target before its update); the shared update is
-``sum_i g_i'``. ``beta`` = 0.5 and the EMA update inside the ``if`` are LibMTL's
-(``GradVac_beta``, ``GradVac.py``); with that rule the targets start at 0 and never rise, so the
-method never pulls gradients closer than orthogonal beyond what it has seen. ``ema: always``
-updates every visited pair's target with every observed cosine, the paper's EMA
-``phi^T(t) = (1 - beta) phi^T(t-1) + beta phi(t)`` read literally; it lets targets rise above 0.
+``sum_i g_i'``. The EMA runs at every visit of a pair (``ema: always``, the default): the paper's
+``phi^T(t) = (1 - beta) phi^T(t-1) + beta phi(t)``, LibMTL's current ``GradVac.py`` and torchjd's
+``GradVac``; the targets rise with the cosines observed. ``ema: on_adjust`` is LibMTL 1.1.5, whose
+update sits inside the ``if``: a target then moves only when its pair is adjusted, so starting at
+0 it never rises above 0 (two steps of g = [(1, 0), (0.5, 0.866)] then [(1, 0), (0.1, 0.995)] give
+the step-1 update [1.2726, 1.1511] with ``always``, the unadjusted [1.1, 0.995] with
+``on_adjust``). ``beta`` = 0.5 is LibMTL's ``GradVac_beta``.
 
 Whole model only: the engine hands one flat ``[T, D]`` buffer over the shared parameters and
 ``WeighterSetup`` does not give the parameter sizes, so LibMTL's per-layer / per-matrix groups
@@ -56,8 +58,9 @@ from mtlkit_weighters._common import GramWeighter, UpdateEveryOptions, visit_ord
 class GradVacOptions(UpdateEveryOptions):
     beta: float = Field(0.5, ge=0.0, le=1.0)
     """EMA rate of the target cosines (LibMTL's ``GradVac_beta``, default 0.5)."""
-    ema: Literal["on_adjust", "always"] = "on_adjust"
-    """Update a pair's target only when it was adjusted (LibMTL) or at every visit."""
+    ema: Literal["always", "on_adjust"] = "always"
+    """Update a pair's target at every visit (the paper, LibMTL's current code, torchjd) or only
+    when the pair was adjusted (LibMTL 1.1.5)."""
     order: Literal["random", "fixed"] = "random"
     """Order in which each task visits the others."""
     seed: int = 0
@@ -65,7 +68,7 @@ class GradVacOptions(UpdateEveryOptions):
 
 
 def gradvac_step(
-    k: Tensor, order: Tensor, target: Tensor, beta: float, ema: str = "on_adjust"
+    k: Tensor, order: Tensor, target: Tensor, beta: float, ema: str = "always"
 ) -> tuple[Tensor, Tensor]:
     """One GradVac step in Gram space: ``(C, new_target)``.
 

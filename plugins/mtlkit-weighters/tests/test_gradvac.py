@@ -46,18 +46,19 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_cosine_reaches_the_target_on_raw_inputs(kind: str, t: int, level: float) -> None:
     """Raw small-norm, conflicting and near-parallel gradients: when a pair's cosine is below its
     target, after the adjustment it equals the target (checked on the last pair each task
-    visits, whose adjusted gradient is final), and the target moves halfway (beta 0.5)."""
+    visits, whose adjusted gradient is final), and the target moves halfway (beta 0.5); with
+    ``ema: on_adjust`` an unadjusted pair keeps its target."""
     grads = raw_grads(kind, t)
     k = grads @ grads.T
-    w = _make([str(i) for i in range(t)])
+    w = _make([str(i) for i in range(t)], ema="on_adjust")
     order = w.orders(4)
     target = torch.full((t, t), level, dtype=torch.float64)
-    coef, new_target = gradvac_step(k, order, target, 0.5)
+    coef, new_target = gradvac_step(k, order, target, 0.5, "on_adjust")
     adjusted = coef @ grads
     last = order[:, -1]
     before_last = torch.eye(t, dtype=torch.float64)  # g_i' before its last visit
     if t > 2:
-        c_prev, _ = gradvac_step(k, order[:, :-1], target, 0.5)
+        c_prev, _ = gradvac_step(k, order[:, :-1], target, 0.5, "on_adjust")
         before_last = c_prev
     for i in range(t):
         j = int(last[i])
@@ -94,6 +95,26 @@ def test_consecutive_steps_match_the_direct_loop(seed: int, ema: str) -> None:
         np.testing.assert_allclose(w.target.double().numpy(), target, rtol=0, atol=1e-6)
     if ema == "on_adjust":
         assert float(w.target.max()) <= 0.0  # the targets start at 0 and never rise
+
+
+def _two_steps(**options: object) -> torch.Tensor:
+    """The step-1 update after g = [(1, 0), (0.5, 0.866)] at step 0, [(1, 0), (0.1, 0.995)]."""
+    w = _make(["a", "b"], **options)
+    w.combine(grads_input([1, 1], torch.tensor([[1.0, 0.0], [0.5, 0.866]]), step=0))
+    return w.combine(grads_input([1, 1], torch.tensor([[1.0, 0.0], [0.1, 0.995]]), step=1)).grad
+
+
+def test_default_ema_updates_the_target_at_every_visit() -> None:
+    """The paper, LibMTL's current code and torchjd move the target at every visit: step 0's
+    cosine 0.5 raises it to 0.25, so step 1's pair (cosine 0.1) is pulled to 0.25."""
+    assert GradVacOptions().ema == "always"
+    torch.testing.assert_close(_two_steps(), torch.tensor([1.2726, 1.1511]), rtol=0, atol=1e-4)
+
+
+def test_on_adjust_is_libmtl_1_1_5() -> None:
+    """LibMTL 1.1.5 moves a target only when its pair is adjusted: it stays 0, so step 1 (both
+    cosines 0.1 > 0) is left alone."""
+    torch.testing.assert_close(_two_steps(ema="on_adjust"), torch.tensor([1.1, 0.995]))
 
 
 def test_first_two_task_step_is_pcgrad() -> None:
