@@ -20,6 +20,18 @@ mtlkit's engine hands one ``[T, D]`` gradient matrix per step, so the three samp
 ``G`` here; the ``K`` of the w-steps is then biased by the gradient noise covariance (the
 reference's double sampling removes that), and the update uses the same batch.
 
+**Rounding decides the weights on near-symmetric inputs (measured: by up to 1.0):** the inner steps
+(learning rate 5, momentum 0.5) contract only where ``lr * h < 2 (1 + momentum)``, ``h`` a
+curvature of the normalised ``K``; for two equal-norm gradients with cosine ``c`` the antisymmetric
+direction has ``h = 1 - c``, so below ``c = 0.4`` the symmetric point ``w = [0.5, 0.5]`` is an
+unstable fixed point. A relative difference of one float32 ulp (1.2e-7) between the tasks, in the
+inputs or in the rounding of the Gram matrix, then reaches a vertex within the 20 steps:
+``w = [0, 1]`` or ``[1, 0]`` instead of ``[0.5, 0.5]``, an effect of 1.0 on ``w``. The inner loop
+here already runs in float64 on the host; that cannot help, since the difference is in the float32
+gradients themselves (LibMTL in float64 also ends at a vertex; LibMTL in float32 gives
+``[0.5, 0.5]`` where its rounding happens to erase the difference). Which vertex, or the symmetric
+point, mtlkit gives depends on the float32 Gram's rounding, which depends on the tasks' order.
+
 Cost: the T gradient backwards, one Gram product, ONE copy of the T x T Gram matrix to the host
 per step and ``niter`` tiny projected steps there, one combination.
 
@@ -84,7 +96,8 @@ class SDMGradWeighter(PeriodicWeights):
     conformance_traits = {"equivariant_max_tasks": 2}
     """Permutation-equivariant in exact arithmetic only: the reference's inner steps (learning
     rate 5, momentum 0.5) do not contract, so the float32 rounding of the Gram matrix, which
-    depends on the tasks' order, grows to ~1e-3 in w within a few steps at T >= 3."""
+    depends on the tasks' order, can move w by up to 1.0 (a vertex instead of the symmetric
+    point; see the module docstring)."""
 
     def __init__(self, task_names: Sequence[str], options: SDMGradOptions | None = None) -> None:
         super().__init__(task_names, options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from mtlkit_weighters import sdmgrad
 from mtlkit_weighters.sdmgrad import SDMGradWeighter, sdmgrad_inner
 
 from mtlkit.testing import GRAD_KINDS, raw_grads
@@ -100,3 +101,17 @@ def test_large_lamda_tends_to_the_mean_gradient() -> None:
     grads = torch.tensor([[1.0, 0.0], [-0.5, 2.0]])
     out = _make(["a", "b"], lamda=1e6, sum_to="one").combine(grads_input([1, 1], grads))
     torch.testing.assert_close(out.weights, torch.tensor([0.5, 0.5]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("cos", "swing"), [(0.0, 1.0), (0.6, 0.0)])
+def test_one_float32_ulp_decides_the_weights_below_cosine_0_4(cos: float, swing: float) -> None:
+    """Two equal-norm gradients whose norms differ by one float32 ulp: with cosine 0 the inner
+    loop (float64) runs from the symmetric point to a vertex, a change of 1.0 in w (not the
+    ~1e-3 the docstring used to claim); above cosine 0.4 it contracts and stays at [0.5, 0.5]."""
+    start = np.full(2, 0.5)
+    exact = sdmgrad_inner(np.array([[1.0, cos], [cos, 1.0]]), start, 0.3, 20)
+    ulp = sdmgrad_inner(np.array([[1.0, cos], [cos, 1.0 + 2.0**-23]]), start, 0.3, 20)
+    np.testing.assert_array_equal(exact, start)
+    assert abs(ulp[0] - ulp[1]) == pytest.approx(swing, abs=1e-5)
+    doc = sdmgrad.__doc__ or ""
+    assert "~1e-3" not in doc and "an effect of 1.0 on ``w``" in doc
