@@ -95,3 +95,21 @@ def test_projected_gradients_on_raw_inputs(kind: str, t: int) -> None:
     torch.testing.assert_close(out.grad.double(), projected.sum(0), rtol=1e-5,
                                atol=1e-6 * float(grads.norm(dim=1).max()))
     assert out.head_weights is not None and torch.equal(out.head_weights, torch.ones(t))
+
+
+SMALL = 1e-4 * torch.tensor([[1.0, 1.0, 1.0], [-1.0, 1.0, -1.0]])
+"""Gradients of scale 1e-4 in conflict (``||g_j||^2 = 3e-8``, ``g_1 . g_2 = -1e-8``)."""
+
+
+def test_small_gradients_are_projected_exactly_by_default() -> None:
+    """The paper's projection (authors' TF code, torchjd): 1/3 of each, no conflict left."""
+    out = make_weighter("pcgrad", ["a", "b"]).combine(grads_input([1, 1], SMALL))
+    torch.testing.assert_close(out.grad / 1e-4, torch.tensor([0.0, 8 / 3, 0.0]))
+    torch.testing.assert_close(out.weights, torch.full((2,), 4 / 3))
+
+
+def test_eps_reproduces_libmtl_on_small_gradients() -> None:
+    """LibMTL's ``+ 1e-8`` on ``||g_j||^2`` projects a quarter less at this scale."""
+    out = make_weighter("pcgrad", ["a", "b"], eps=1e-8).combine(grads_input([1, 1], SMALL))
+    torch.testing.assert_close(out.grad / 1e-4, torch.tensor([0.0, 2.5, 0.0]))
+    torch.testing.assert_close(out.weights, torch.full((2,), 1.25))
