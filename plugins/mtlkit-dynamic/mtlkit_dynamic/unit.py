@@ -16,6 +16,20 @@ UnitOptimizer = Literal["rmsprop", "sgd"]
 TRUNC_STD = 0.1
 """Std of the authors' ``truncated_normal_initializer(stddev=0.1)`` (cut at two std, as TF)."""
 
+TF_L2_EPS = 1e-10
+"""The authors' ``tf.nn.l2_normalize(x, 1, 1e-10)`` epsilon, a floor on the SQUARED norm."""
+
+
+def tf_l2_normalize(x: Tensor, dim: int = 1, eps: float = TF_L2_EPS) -> Tensor:
+    """TensorFlow's ``l2_normalize``: ``x * rsqrt(max(sum x^2, eps))``.
+
+    Not ``F.normalize``, whose epsilon (1e-12) floors the norm itself: below a norm of
+    ``sqrt(eps)`` = 1e-5 TF scales by 1e5 instead of normalising, so a feature of norm 1e-6 becomes
+    a vector of norm 0.1 (the authors' weights [0.525, 0.475] where ``F.normalize`` gave
+    [0.731, 0.269] on the same unit).
+    """
+    return x * torch.rsqrt((x * x).sum(dim=dim, keepdim=True).clamp_min(eps))
+
 
 class DynamicWeightUnit(nn.Module):
     """``w = mean_b softmax(z_b)``, ``z_b = W x_b + c`` (or ``z_b / ||z_b||``), ``x_b`` the
@@ -74,7 +88,8 @@ class DynamicWeightUnit(nn.Module):
         return self.linear.out_features
 
     def prepare(self, features: Tensor) -> Tensor:
-        """Flatten to ``[B, D]``, cast to float32, L2-normalise each sample if configured."""
+        """Flatten to ``[B, D]``, cast to float32, L2-normalise each sample if configured (as
+        the authors' TF code: :func:`tf_l2_normalize`)."""
         x = features.flatten(1) if features.ndim > 2 else features
         if x.ndim != 2 or x.shape[1] != self.feature_dim:
             raise ValueError(
@@ -82,7 +97,7 @@ class DynamicWeightUnit(nn.Module):
                 f" {tuple(features.shape)}"
             )
         x = x.float()
-        return F.normalize(x, dim=1) if self.normalize else x
+        return tf_l2_normalize(x) if self.normalize else x
 
     def forward(self, features: Tensor, detach_params: bool = False) -> Tensor:
         """Task weights ``[T]`` (non-negative, summing to 1).
@@ -98,7 +113,7 @@ class DynamicWeightUnit(nn.Module):
             logits = F.linear(x, weight, bias)
             if self.normalize_logits:
                 # unit-length logit vectors: for T = 2 each weight stays in [0.196, 0.804]
-                logits = F.normalize(logits, dim=1, eps=1e-10)
+                logits = tf_l2_normalize(logits)
             w = torch.softmax(logits, dim=1).mean(dim=0)
             if self.clamp is not None:
                 # the authors' earlier variant; outside the bounds the unit gets no gradient

@@ -39,7 +39,8 @@ class NaiveDynamicOptions(Options):
     """Options of ``dynamic-naive`` (and the shared part of ``dynamic``)."""
 
     normalize: bool = True
-    """L2-normalise each sample's features before the unit (the authors' code); false: raw."""
+    """L2-normalise each sample's features before the unit, as the authors' TF ``l2_normalize``
+    (epsilon 1e-10 on the squared norm: a norm below 1e-5 is scaled by 1e5); false: raw."""
     normalize_logits: bool = False
     """Softmax over the L2-normalised logit vector (the authors' earlier version): for T = 2 each
     weight is bounded to [0.196, 0.804], the plateau of the paper's weight figure. False: raw
