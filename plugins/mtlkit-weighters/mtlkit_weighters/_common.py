@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from mtlkit.options import Options
@@ -32,6 +32,17 @@ class RepOptions(UpdateEveryOptions):
     rep: bool = False
     """Use the gradients w.r.t. the shared representation (the "UB" variant: one trunk backward,
     T head backwards) instead of the gradients w.r.t. the shared parameters (T trunk backwards)."""
+    rep_batch: Literal["flatten", "sum"] = "flatten"
+    """With ``rep``: the weights come from the whole ``[B, ...]`` representation gradients
+    (``flatten``: the MGDA-UB bound, the Aligned-MTL authors' code) or from their sum over the
+    batch (``sum``: LibMTL's ``rep_grad``, which drops every per-sample difference between the
+    tasks). The update combines the full per-sample gradients either way."""
+
+    @model_validator(mode="after")
+    def _rep_batch_needs_rep(self) -> RepOptions:
+        if self.rep_batch != "flatten" and not self.rep:
+            raise ValueError("rep_batch applies to representation gradients: set rep: true")
+        return self
 
 
 class LRGroupOptions(Options):
@@ -151,6 +162,13 @@ class GramWeighter(PeriodicWeights):
     def solve(self, k: Tensor, inp: WeighterInput) -> Tensor:
         """Task weights ``[T]`` (on ``k``'s device) from the Gram matrix ``k``."""
 
+    def gram_of(self, grads: Tensor) -> Tensor:
+        """The Gram matrix the solver reads: of the batch-summed representation gradients
+        ``[T, B, ...] -> [T, ...]`` with ``rep_batch: sum`` (LibMTL), of ``grads`` otherwise."""
+        if getattr(self.options, "rep_batch", "flatten") == "sum":
+            return gram(grads.sum(dim=1))
+        return gram(grads)
+
     def head_weights_for(self, w: Tensor) -> Tensor | None:
         """``Update.head_weights`` for the shared coefficients ``w``, per ``head_gradients``:
         None (the engine then uses ``w``) for ``"weighted"``, ones for ``"own"``."""
@@ -166,6 +184,6 @@ class GramWeighter(PeriodicWeights):
         if self.num_tasks == 1:
             w = self.record(torch.ones(1, device=grads.device))
         else:
-            w = self.record(self.solve(gram(grads), inp))
+            w = self.record(self.solve(self.gram_of(grads), inp))
         return Update(weights=w, grad=combine_input_rows(w, grads, inp.grads_scratch),
                       head_weights=self.head_weights_for(w))

@@ -19,6 +19,12 @@ ONE copy of the Gram matrix to the CPU per step.
 The coefficients ``w`` may be negative, even for T = 2 (``G = [[1, 0], [10, 1]]`` gives
 ``w = (0.893, -0.078)``): legitimate for the shared combination, never for a head.
 
+With ``rep: true`` the Gram matrix is that of the FULL representation gradients ``[B, F]``, as
+the authors' code (which aligns the flattened representation gradients); LibMTL's ``rep_grad``
+sums them over the batch first (``[F]``), which gives other weights as soon as B > 1 (the two
+samples of ``imtl.py``: w = [0.741, 0.771] here, [0.009, 0.095] summed, where the summed
+gradients are nearly parallel). ``rep_batch: sum`` is LibMTL's form.
+
 Heads: each task's own loss gradient, unscaled (``head_gradients = "own"``): the authors' code
 (and LibMTL's) backpropagates every task's plain loss into its decoder and aligns the shared
 gradients only.

@@ -16,6 +16,13 @@ Everything comes from the T x T Gram matrix (``g_a . u_b = K_ab / sqrt(K_bb)``);
 singular system (e.g. identical gradients) falls back to ``a = 1/T``. ``rep: true`` uses the
 representation gradients, as the paper does for efficiency.
 
+Deliberate difference: with ``rep: true`` the Gram matrix is that of the FULL representation
+gradients ``[B, F]`` (``K_ij = sum_b z_ib . z_jb``), as MGDA-UB and the Aligned-MTL authors do;
+LibMTL's ``rep_grad`` sums them over the batch first (``[F]``), which drops every per-sample
+difference between the tasks and gives other weights as soon as B > 1 (two samples,
+``dL/dZ`` = [[1, 0.2], [0.1, 0.9]] and [[0.3, 1], [0.8, -0.1]]: a = [0.492, 0.508] here,
+[0.477, 0.523] summed). ``rep_batch: sum`` is LibMTL's form.
+
 For T >= 3 the coefficients ``a`` may be negative (the equal-projection point can lie outside the
 cone of the gradients): legitimate for the shared combination, never for a head.
 
@@ -35,7 +42,7 @@ from torch import Tensor, nn
 
 from mtlkit.weighter import Needs, Update, WeighterInput
 from mtlkit_weighters._common import GramWeighter, RepOptions, own_param_groups
-from mtlkit_weighters._solvers import combine_input_rows, gram
+from mtlkit_weighters._solvers import combine_input_rows
 
 
 class IMTLOptions(RepOptions):
@@ -95,7 +102,7 @@ class IMTLWeighter(GramWeighter):
         if self._between_updates(inp.step):  # update_every: the last weights in between
             w = self.record(self.weights.to(grads.device))
         else:
-            w = self.record(self.solve(gram(grads), inp) if self.num_tasks > 1
+            w = self.record(self.solve(self.gram_of(grads), inp) if self.num_tasks > 1
                             else torch.ones(1, device=grads.device))
         loss = None
         if self.options.loss_balance:

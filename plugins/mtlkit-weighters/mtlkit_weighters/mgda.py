@@ -28,7 +28,7 @@ Conventions that differ from well-known code, on purpose:
 - MGDA-UB (``rep: true``) solves on the gradients w.r.t. the FULL representation ``[B, F]``,
   i.e. ``K_ij = sum_b z_ib . z_jb`` as in the paper's bound; LibMTL's ``rep_grad`` sums the
   representation gradients over the batch first (``[F]``), which drops every cross-sample
-  difference between the tasks' gradients.
+  difference between the tasks' gradients; ``rep_batch: sum`` is LibMTL's form.
 
 Heads: ``w_i`` times their own loss gradient (``head_gradients = "weighted"``), as Sener &
 Koltun's code backpropagates ``sum_t scale[t] * loss_t`` through the decoders too; ``w >= 0``.
