@@ -63,6 +63,8 @@ def test_contract(tmp_path: Path) -> None:
     assert info["expression"] == {"num_classes": 3, "class_names": EXPR}
     k = info["face_identity"]["num_classes"]
     assert k == s["splits"]["train"]["subjects"] == len(info["face_identity"]["class_names"])
+    # every image names its sequence: verification can leave same-sequence positives out
+    assert info["face_identity"]["pair_protocols"] == ["cross_sequence", "all_pairs"]
     for name, ds in splits.named().items():
         assert set(ds.meta) == {"subject", "sequence", "expression", "index"}
         assert all(v.dtype == torch.int64 for v in (*ds.meta.values(), *ds.targets.values()))

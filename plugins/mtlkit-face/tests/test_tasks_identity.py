@@ -9,13 +9,17 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from mtlkit_face.metrics.pair_protocols import ALL_PAIRS, CROSS_SEQUENCE, metric_name
 from mtlkit_face.tasks.heads import arcface_logits, center_loss, cosface_logits
-from mtlkit_face.tasks.identity import TAR_METRIC, THRESHOLD_METRIC, FaceIdentityTask
+from mtlkit_face.tasks.identity import HEADLINE_METRIC, THRESHOLD_METRIC, FaceIdentityTask
 from pydantic import ValidationError
 
 from mtlkit.task import MISSING_LABEL
 
 MARGINS = ["none", "cosface", "arcface"]
+ACC, AUC, TAR = "verification_accuracy", "verification_auc", "tar_at_far_1e-2"
+XSEQ = {b: metric_name(b, CROSS_SEQUENCE) for b in (ACC, AUC, TAR, "num_pairs")}
+ALL = {b: metric_name(b, ALL_PAIRS) for b in (ACC, AUC, TAR, "num_pairs")}
 K, FEAT, EMB = 5, 12, 8
 
 
@@ -212,10 +216,12 @@ def separated_set(subjects: int = 4, expressions: int = 3, frames: int = 3, nois
     return emb, subj, expr
 
 
-def feed(meter, emb, subj, expr, target, batches):
+def feed(meter, emb, subj, expr, target, batches, seq=None):
+    """Batches with meta; one sequence per (subject, expression) unless ``seq`` is given."""
+    seq = expr if seq is None else seq  # compared within a subject: (subject, expression)
     for idx in batches:
-        out = {"logits": F.one_hot(subj[idx], 4).float(), "embedding": emb[idx]}
-        meta = {"subject": subj[idx], "expression": expr[idx], "index": idx, "sequence": subj[idx]}
+        out = {"logits": F.one_hot(subj[idx], int(subj.max()) + 1).float(), "embedding": emb[idx]}
+        meta = {"subject": subj[idx], "expression": expr[idx], "index": idx, "sequence": seq[idx]}
         meter.update(out, target[idx], {"input": None, "targets": {}, "meta": meta})
 
 
@@ -227,27 +233,32 @@ def test_meter_on_separated_unseen_people() -> None:
     feed(meter, emb, subj, expr, target, torch.arange(len(subj)).split(5))
     m = meter.compute()
     assert "identification_accuracy" not in m
-    assert m["verification_accuracy"] == 1.0 and m["verification_auc"] == 1.0
-    assert m["num_pairs"] == 2 * 4 * math.comb(9, 2)  # every positive, as many negatives
-    assert m[TAR_METRIC] == 1.0  # 144 negatives: measurable
+    for names in (XSEQ, ALL):
+        assert m[names[ACC]] == 1.0 and m[names[AUC]] == 1.0 and m[names[TAR]] == 1.0
+    assert m[ALL["num_pairs"]] == 2 * 4 * math.comb(9, 2)  # every positive, as many negatives
+    # cross-sequence positives: two of a person's 3 expressions (one sequence each)
+    assert m[XSEQ["num_pairs"]] == 2 * 4 * (math.comb(9, 2) - 3 * math.comb(3, 2))
     # the decision threshold (recorded for predict, not a metric to select on) splits the gap
     # between every different-person cosine and every same-person one
     cos = F.normalize(emb, dim=1) @ F.normalize(emb, dim=1).T
     same = subj[:, None] == subj[None, :]
     assert cos[~same].max() < m[THRESHOLD_METRIC] < cos[same].min()
-    assert {s.name for s in task.metrics()} >= set(m) - {"num_pairs", THRESHOLD_METRIC}
+    assert {s.name for s in task.metrics()} >= {k for k in m if not k.startswith("num_pairs")} - {
+        THRESHOLD_METRIC
+    }
+    assert task.metrics()[1].name == HEADLINE_METRIC == XSEQ[ACC]
 
 
 def test_meter_omits_tar_with_few_negatives_and_reports_identification() -> None:
-    emb, subj, expr = separated_set(subjects=3, expressions=2, frames=2)
+    emb, subj, expr = separated_set(subjects=4, expressions=2, frames=2)
     meter = make_task().new_meter()
     target = subj.clone()
     target[::2] = MISSING_LABEL
     feed(meter, emb, subj, expr, target, [torch.arange(len(subj))])
     m = meter.compute()
-    assert TAR_METRIC not in m  # 3 * C(4, 2) = 18 negatives < 100
-    assert m["identification_accuracy"] == 1.0 and m["identification_count"] == 6
-    assert m["verification_accuracy"] == 1.0
+    assert ALL[TAR] not in m  # 4 * C(4, 2) = 24 negatives < 100
+    assert m["identification_accuracy"] == 1.0 and m["identification_count"] == 8
+    assert m[XSEQ[ACC]] == 1.0 and m[ALL[ACC]] == 1.0
 
 
 def test_meter_does_not_depend_on_batch_order() -> None:
@@ -258,8 +269,8 @@ def test_meter_does_not_depend_on_batch_order() -> None:
     random.Random(0).shuffle(idx)
     feed(b, emb, subj, expr, subj, torch.tensor(idx).split(7))
     ma, mb = a.compute(), b.compute()
-    assert ma == mb and ma["num_pairs"] == 100
-    assert ma["verification_accuracy"] < 1.0
+    assert ma == mb and ma[ALL["num_pairs"]] == ma[XSEQ["num_pairs"]] == 100
+    assert ma[XSEQ[ACC]] < 1.0
 
 
 def test_meter_without_meta_pairs_labelled_samples() -> None:
@@ -267,8 +278,10 @@ def test_meter_without_meta_pairs_labelled_samples() -> None:
     meter = make_task().new_meter()
     meter.update({"logits": F.one_hot(subj, 4).float(), "embedding": emb}, subj, {})
     m = meter.compute()
-    assert m["verification_accuracy"] == 1.0 and m["identification_accuracy"] == 1.0
-    assert make_task().new_meter().compute() == {"num_pairs": 0.0}
+    assert m[ALL[ACC]] == 1.0 and m["identification_accuracy"] == 1.0
+    # no sequence labels: only the all-pairs form, nothing named cross-sequence
+    assert not any(k.endswith(CROSS_SEQUENCE) for k in m)
+    assert make_task().new_meter().compute() == {ALL["num_pairs"]: 0.0}
 
 
 def test_meter_inputs_drop_the_logits_and_keep_every_metric() -> None:
@@ -285,3 +298,34 @@ def test_meter_inputs_drop_the_logits_and_keep_every_metric() -> None:
     full.update(output, subj, {})
     small.update(reduced, subj, {})
     assert full.compute() == small.compute()
+
+
+def test_meter_headline_leaves_out_same_sequence_positives() -> None:
+    """Two sequences per person, the frames of a sequence near-identical and the two sequences
+    unrelated: the all-pairs form is inflated by near-duplicates, the headline is not (120
+    pairs: half the all-pairs positives are same-sequence)."""
+    g = torch.Generator().manual_seed(0)
+    subj = torch.arange(8).repeat_interleave(8)
+    seq = torch.arange(2).repeat_interleave(4).repeat(8)
+    directions = torch.randn(16, 32, generator=g)
+    emb = directions[subj * 2 + seq] + 0.01 * torch.randn(64, 32, generator=g)
+    meter = make_task(max_pairs=120).new_meter()
+    target = torch.full_like(subj, MISSING_LABEL)
+    feed(meter, emb, subj, seq, target, torch.arange(64).split(10), seq=seq)
+    m = meter.compute()
+    assert m[HEADLINE_METRIC] < 0.65 < 0.75 < m[ALL[ACC]]
+    assert ACC not in m  # the bare name of older runs (all pairs, round-robin) is not reused
+
+
+def test_declared_metrics_follow_the_datas_pair_protocols() -> None:
+    """The face datasets say both protocols apply; a source that does not say (no sequences)
+    gets the all-pairs metrics declared, so no declared metric can be missing."""
+    names = lambda task: [s.name for s in task.metrics()]  # noqa: E731
+    task = make_task()
+    assert names(task)[1] == HEADLINE_METRIC  # before the data is known: everything
+    task.build_head(FEAT, {"num_classes": K, "pair_protocols": [CROSS_SEQUENCE, ALL_PAIRS]})
+    assert names(task)[1:4] == [XSEQ[ACC], XSEQ[AUC], XSEQ[TAR]]
+    task.build_head(FEAT, {"num_classes": K})
+    assert names(task) == ["identification_accuracy", ALL[ACC], ALL[AUC], ALL[TAR]]
+    with pytest.raises(Exception, match="pair protocol"):
+        task.build_head(FEAT, {"num_classes": K, "pair_protocols": ["same_frame"]})

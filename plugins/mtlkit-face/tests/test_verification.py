@@ -15,7 +15,9 @@ from mtlkit_face.metrics.verification import (
     kfold_threshold_accuracy,
     make_pairs,
     min_negatives,
+    person_disjoint_threshold_accuracy,
     roc_auc,
+    subject_folds,
     tar_at_far,
 )
 
@@ -135,3 +137,115 @@ def test_pairs_scale_without_listing_every_pair() -> None:
     assert len(pairs) == 6000
     assert pairs.cross_expression[pairs.same].mean() == pytest.approx(0.5)
     assert time.perf_counter() - t0 < 2.0
+
+
+# --- cross-sequence positives (issue 23) ---------------------------------------------------------
+def _brute(subj: np.ndarray, seq: np.ndarray) -> tuple[set, set]:
+    """Every cross-sequence positive and every negative, listed."""
+    n = len(subj)
+    ij = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    pos = {(i, j) for i, j in ij if subj[i] == subj[j] and seq[i] != seq[j]}
+    return pos, {(i, j) for i, j in ij if subj[i] != subj[j]}
+
+
+def _drawn(pairs) -> tuple[set, set]:
+    keys = [tuple(sorted(p)) for p in zip(pairs.first.tolist(), pairs.second.tolist())]
+    same = pairs.same.tolist()
+    return {k for k, s in zip(keys, same) if s}, {k for k, s in zip(keys, same) if not s}
+
+
+def test_cross_sequence_positives_never_join_two_frames_of_one_sequence() -> None:
+    """Three people, two sequences each (numbered 0 and 1 for every person, as CK+ numbers them
+    per subject), four frames per sequence: 16 cross-sequence positives per person, 12 not."""
+    subj = np.repeat(np.arange(3), 8)
+    seq = np.tile(np.repeat([0, 1], 4), 3)
+    expr = seq.copy()  # one expression per sequence, as in CK+
+    pairs = make_pairs(subj, expr, sequences=seq, max_pairs=10_000)
+    pos, neg = _drawn(pairs)
+    want_pos, want_neg = _brute(subj, seq)
+    assert pos == want_pos and len(pos) == 3 * 16  # all of them, none within a sequence
+    assert neg <= want_neg and len(neg) == len(pos)
+    assert pairs.cross_expression[pairs.same].all()
+    # the all-pairs form keeps the same-sequence positives
+    assert _drawn(make_pairs(subj, expr, max_pairs=10_000))[0] > want_pos
+
+
+def test_cross_sequence_positives_where_a_sequence_spans_expressions() -> None:
+    """A manifest may label frames of one video with several expressions: those pairs are
+    still one sequence, and are left out; every other positive stays available."""
+    rng = np.random.default_rng(0)
+    for seed in range(30):
+        n = int(rng.integers(2, 60))
+        subj = rng.integers(0, 4, n)
+        expr = rng.integers(0, 3, n)
+        seq = rng.integers(0, 3, n)
+        pairs = make_pairs(subj, expr, sequences=seq, max_pairs=10_000, seed=seed)
+        pos, neg = _drawn(pairs)
+        want_pos, want_neg = _brute(subj, seq)
+        assert len(pos) == min(len(want_pos), len(want_neg)) == len(neg)
+        assert pos <= want_pos and neg <= want_neg
+
+
+def test_sequence_count_must_match() -> None:
+    with pytest.raises(ValueError, match="3 subjects but 2 sequences"):
+        make_pairs([0, 0, 1], [0, 0, 0], sequences=[0, 1])
+
+
+# --- person-disjoint threshold cross-validation (issue 23) -------------------------------------
+def _people_pairs(people: int = 8, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Every within-person pair of 3 images and every cross-person pair, random scores."""
+    rng = np.random.default_rng(seed)
+    who = np.repeat(np.arange(people), 3)
+    i, j = np.triu_indices(len(who), 1)
+    a, b = who[i], who[j]
+    same = a == b
+    scores = np.where(same, 0.7, 0.3) + 0.1 * rng.standard_normal(len(a))
+    return scores, same, a, b
+
+
+def test_subject_folds_deal_sorted_people_round_robin() -> None:
+    np.testing.assert_array_equal(subject_folds(np.array([7, 3, 9, 3, 12]), 3), [1, 0, 2, 0, 0])
+
+
+def test_a_pairs_threshold_never_sees_its_people() -> None:
+    """Whatever the other pairs of a person score, the threshold a pair of that person is
+    scored at does not move. The round-robin folds of before fail this: they choose each fold's
+    threshold on the other folds' pairs of the same people."""
+    scores, same, a, b = _people_pairs()
+    cv = person_disjoint_threshold_accuracy(scores, same, a, b, num_folds=4)
+    assert cv.scored == len(scores)
+    probe = int(np.flatnonzero(same & (a == 5))[0])
+    others = ((a == 5) | (b == 5)) & (np.arange(len(a)) != probe)
+    moved = scores.copy()
+    moved[others] = np.where(same[others], 0.0, 0.6)  # the person's other pairs, misleading
+    again = person_disjoint_threshold_accuracy(moved, same, a, b, num_folds=4)
+    assert again.pair_thresholds[probe] == cv.pair_thresholds[probe]
+    legacy = fold_ids(same, 4)
+    before = kfold_threshold_accuracy(scores, same, folds=legacy).thresholds
+    after = kfold_threshold_accuracy(moved, same, folds=legacy).thresholds
+    assert before[legacy[probe]] != after[legacy[probe]]
+
+
+def test_person_disjoint_threshold_on_a_known_example() -> None:
+    """Four people, one fold each; person 3's same-person pair scores low (0.2)."""
+    a = np.array([0, 1, 2, 3, 0, 0, 1, 0, 1, 2])
+    b = np.array([0, 1, 2, 3, 1, 2, 2, 3, 3, 3])
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.4, 0.3, 0.35, 0.45, 0.45, 0.45])
+    same = a == b
+    cv = person_disjoint_threshold_accuracy(scores, same, a, b, num_folds=4)
+    assert cv.scored == 10
+    # person 3's pair: chosen on people 0-2's six pairs, the gap (0.4, 0.7) -> rejected
+    assert cv.pair_thresholds[3] == pytest.approx(0.55)
+    # the (1, 3) negative: on the pairs of people 0 and 2 only (0.9, 0.7 against 0.3)
+    assert cv.pair_thresholds[8] == pytest.approx(0.5)
+    assert cv.accuracy == pytest.approx(9 / 10)
+
+
+def test_person_disjoint_threshold_with_too_few_people() -> None:
+    """Three people: a different-person pair leaves one person, whose pairs are all
+    same-person, so no threshold can be chosen for it and the pair is not scored."""
+    a, b = np.array([0, 1, 2, 0, 0, 1]), np.array([0, 1, 2, 1, 2, 2])
+    cv = person_disjoint_threshold_accuracy(np.linspace(0, 1, 6), a == b, a, b)
+    assert cv.scored == 3 and np.isnan(cv.pair_thresholds[3:]).all()
+    with pytest.raises(ValueError, match="no pair can be scored"):
+        person_disjoint_threshold_accuracy([0.1, 0.9], [False, True], [0, 0], [1, 0])

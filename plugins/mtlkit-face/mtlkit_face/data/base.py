@@ -34,6 +34,7 @@ from mtlkit_face.data.transforms import (
     resolve_layout,
 )
 from mtlkit_face.inputs import FaceInputFiles
+from mtlkit_face.metrics.pair_protocols import PAIR_PROTOCOLS
 
 SUPPORTED_TARGETS = ("face_identity", "expression")
 ATTRIBUTE_PREFIX = "attr_"
@@ -240,6 +241,8 @@ class FaceDataModule(FaceInputFiles, DataModule):
             "face_identity": {
                 "num_classes": len(train_subjects),
                 "class_names": [table.subjects[i] for i in train_subjects],
+                # every record names its sequence (meta["sequence"]): both pair protocols apply
+                "pair_protocols": list(PAIR_PROTOCOLS),
             },
             "expression": {
                 "num_classes": len(table.expressions),

@@ -226,8 +226,8 @@ def check_split(
 def warn_single_subject(table: RecordTable, split: SplitIndex, protocol: Protocol) -> None:
     """Warn when the test or validation split holds one person: verification needs two.
 
-    Without a different-person pair such a split reports ``num_pairs=0`` and no verification
-    metric; expression metrics still work, so this is a warning, not an error.
+    Without a different-person pair such a split reports ``num_pairs_<protocol>=0`` and no
+    verification metric; expression metrics still work, so this is a warning, not an error.
     """
     fold = getattr(protocol, "fold", 0)
     advice = {"test": "lower num_folds", "validation": "raise val_fraction"}
@@ -236,6 +236,7 @@ def warn_single_subject(table: RecordTable, split: SplitIndex, protocol: Protoco
             hint = f" ({advice[name]})" if protocol.holds_out_subjects else ""
             warnings.warn(
                 f"{protocol.name}: fold {fold} has one subject in its {name} split: verification"
-                f" needs at least two, so it reports num_pairs=0 and no verification metrics{hint}",
+                f" needs at least two, so it reports no verification pairs and no verification"
+                f" metrics{hint}",
                 stacklevel=2,
             )

@@ -27,15 +27,16 @@ from mtlkit.task import (
     accuracy_from_logits,
     class_columns,
 )
-from mtlkit_face.metrics.verification import (
-    DEFAULT_FOLDS,
-    best_threshold,
-    cosine_scores,
-    kfold_threshold_accuracy,
-    make_pairs,
-    roc_auc,
-    tar_at_far,
+from mtlkit_face.metrics.pair_protocols import (
+    ALL_PAIRS,
+    BASES,
+    CROSS_SEQUENCE,
+    PAIR_PROTOCOLS,
+    PairSettings,
+    metric_name,
+    verification_metrics,
 )
+from mtlkit_face.metrics.verification import DEFAULT_FOLDS, cosine_scores
 from mtlkit_face.tasks.heads import (
     MARGIN_DEFAULTS,
     FaceIdentityHead,
@@ -45,11 +46,12 @@ from mtlkit_face.tasks.heads import (
     update_centers_,
 )
 
-TAR_FAR = 1e-2
-TAR_METRIC = "tar_at_far_1e-2"
 THRESHOLD_METRIC = "verification_threshold"
-"""The cosine threshold (same person when above) most accurate on all of a split's pairs: the
-run's decision threshold for new pairs, read from the validation metrics by ``mtlkit predict``."""
+"""The cosine threshold (same person when above) most accurate on all of a split's headline
+pairs (cross-sequence where the data has sequences): the run's decision threshold for new
+pairs, read from the validation metrics by ``mtlkit predict``."""
+HEADLINE_METRIC = metric_name("verification_accuracy", CROSS_SEQUENCE)
+"""The headline verification accuracy: cross-sequence positives, person-disjoint threshold."""
 
 
 class CenterLossOptions(Options):
@@ -70,8 +72,11 @@ class CenterLossOptions(Options):
 
 
 class FaceIdentityOptions(Options):
-    embedding_dim: int = Field(128, ge=1)
-    """Width of the embedding used for verification (and by the classifier)."""
+    embedding_dim: int | None = Field(128, ge=1)
+    """Width of the embedding used for verification (and by the classifier); null: no embedding
+    layer, the backbone's features are the embedding (a pretrained face network's descriptor,
+    e.g. backbone ``dlib_face``; with ``embedding_bn: false`` verification then scores exactly
+    that descriptor)."""
     embedding_bn: bool = True
     """BatchNorm1d after the embedding layer (the FaceNet-style bottleneck)."""
     margin: Literal["none", "cosface", "arcface"] = "none"
@@ -85,13 +90,14 @@ class FaceIdentityOptions(Options):
     center_loss: CenterLossOptions = Field(default_factory=lambda: CenterLossOptions())
     """Where the center loss is measured and how the centres move (defaults: the authors')."""
     max_pairs: int = Field(6000, ge=2)
-    """Verification pairs per evaluation, half positive and half negative."""
+    """Verification pairs per evaluation and protocol, half positive and half negative."""
     cross_expression_fraction: float = Field(0.5, ge=0.0, le=1.0)
     """Share of positive pairs whose two images differ in expression (where the data allows)."""
     pair_seed: int = 0
     """Seed of the pair sampling: the same samples always give the same pairs."""
     verification_folds: int = Field(DEFAULT_FOLDS, ge=2)
-    """Folds of the threshold cross-validation (LFW: 10)."""
+    """Person-disjoint folds of the threshold cross-validation (LFW: 10): the people are dealt
+    to the folds, and no pair is scored at a threshold chosen on pairs of its people."""
 
     @model_validator(mode="after")
     def _margin_consistent(self) -> FaceIdentityOptions:
@@ -108,10 +114,12 @@ class FaceIdentityOptions(Options):
 
 
 class FaceIdentityMeter(MetricMeter):
-    """Collects normalised embeddings with subject/expression ids, and identification hits.
+    """Collects normalised embeddings with subject/expression/sequence ids, and identification hits.
 
     Pairs are built in ``compute`` from everything seen, sorted by ``meta["index"]``, so the result
-    does not depend on batch order or on how ranks sharded the split.
+    does not depend on batch order or on how ranks sharded the split. Verification is scored
+    under each protocol of ``mtlkit_face.metrics.pair_protocols``; a batch without
+    ``meta["sequence"]`` (a generic dataset) leaves the split with the all-pairs form only.
     """
 
     def __init__(self, options: FaceIdentityOptions, missing_label: int) -> None:
@@ -120,6 +128,8 @@ class FaceIdentityMeter(MetricMeter):
         self.embeddings: list[Tensor] = []
         self.subjects: list[Tensor] = []
         self.expressions: list[Tensor] = []
+        self.sequences: list[Tensor] | None = []
+        """None once a batch came without sequence labels."""
         self.indices: list[Tensor] = []
         self.hits = 0
         self.labelled = 0
@@ -142,6 +152,11 @@ class FaceIdentityMeter(MetricMeter):
             if expression is not None
             else torch.zeros(n, dtype=torch.long)
         )
+        sequence = meta.get("sequence")
+        if sequence is None or self.sequences is None:
+            self.sequences = None
+        else:
+            self.sequences.append(sequence.detach().cpu().long())
         index = meta.get("index")
         self.indices.append(
             index.detach().cpu().long()
@@ -155,15 +170,16 @@ class FaceIdentityMeter(MetricMeter):
         self.hits += int(((pred == target) & mask).sum())
         self.labelled += int(mask.sum())
 
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         emb = torch.cat(self.embeddings).numpy()
         subj = torch.cat(self.subjects).numpy()
         expr = torch.cat(self.expressions).numpy()
+        seq = None if self.sequences is None else torch.cat(self.sequences).numpy()
         idx = torch.cat(self.indices).numpy()
         order = np.lexsort((np.arange(len(idx)), idx))
         keep = subj[order] != self.missing_label  # samples with no known person cannot pair
         order = order[keep]
-        return emb[order], subj[order], expr[order]
+        return emb[order], subj[order], expr[order], None if seq is None else seq[order]
 
     def compute(self) -> dict[str, float]:
         o = self.options
@@ -172,30 +188,18 @@ class FaceIdentityMeter(MetricMeter):
             out["identification_accuracy"] = self.hits / self.labelled
             out["identification_count"] = float(self.labelled)
         if not self.embeddings:
-            out["num_pairs"] = 0.0
+            out[metric_name("num_pairs", ALL_PAIRS)] = 0.0
             return out
-        emb, subj, expr = self._arrays()
-        pairs = make_pairs(
-            subj,
-            expr,
+        settings = PairSettings(
             max_pairs=o.max_pairs,
             cross_fraction=o.cross_expression_fraction,
             seed=o.pair_seed,
+            folds=o.verification_folds,
         )
-        out["num_pairs"] = float(len(pairs))
-        if len(pairs) < 2:
-            return out
-        scores = cosine_scores(emb, pairs.first, pairs.second)
-        out["verification_accuracy"] = kfold_threshold_accuracy(
-            scores, pairs.same, o.verification_folds
-        ).accuracy
-        out["verification_auc"] = roc_auc(scores, pairs.same)
-        threshold, _ = best_threshold(scores, pairs.same)
-        if np.isfinite(threshold):
+        metrics, threshold = verification_metrics(*self._arrays(), settings)
+        out.update(metrics)
+        if threshold is not None:
             out[THRESHOLD_METRIC] = threshold
-        tar = tar_at_far(scores, pairs.same, TAR_FAR)
-        if tar is not None:
-            out[TAR_METRIC] = tar
         return out
 
 
@@ -204,6 +208,10 @@ class FaceIdentityTask(Task):
 
     Options = FaceIdentityOptions
     options: FaceIdentityOptions
+    pair_protocols: tuple[str, ...] = PAIR_PROTOCOLS
+    """The verification protocols the metrics declare: every one until the data says (in
+    ``info["pair_protocols"]``) which its samples support; a source that does not say carries
+    no sequences, so it gets the all-pairs form only."""
 
     def build_head(self, feature_dim: int, info: Mapping[str, Any]) -> nn.Module:
         num_classes = int(info.get("num_classes", 0))
@@ -213,7 +221,16 @@ class FaceIdentityTask(Task):
             )
         self.num_classes = num_classes
         self.class_names = [str(n) for n in info.get("class_names") or range(num_classes)]
+        protocols = tuple(info.get("pair_protocols") or (ALL_PAIRS,))
+        unknown = [p for p in protocols if p not in PAIR_PROTOCOLS]
+        if unknown:
+            raise ConfigError(
+                f"task {self.name!r}: the data names pair protocol(s) {unknown}; known:"
+                f" {list(PAIR_PROTOCOLS)}"
+            )
+        self.pair_protocols = protocols
         o = self.options
+        self.embedding_size = o.embedding_dim or feature_dim
         return FaceIdentityHead(
             feature_dim,
             num_classes,
@@ -257,11 +274,12 @@ class FaceIdentityTask(Task):
         update_centers_(centers, sums, counts, o.center_loss.rate)
 
     def metrics(self) -> list[MetricSpec]:
-        return [
-            MetricSpec("identification_accuracy"),
-            MetricSpec("verification_accuracy"),
-            MetricSpec("verification_auc"),
-            MetricSpec(TAR_METRIC),
+        """Identification, then each verification protocol's metrics, the headline first."""
+        return [MetricSpec("identification_accuracy")] + [
+            MetricSpec(metric_name(base, protocol))
+            for protocol in self.pair_protocols
+            for base in BASES
+            if base != "num_pairs"
         ]
 
     def new_meter(self) -> FaceIdentityMeter:
@@ -298,7 +316,7 @@ class FaceIdentityTask(Task):
             },
             "embedding": {
                 "kind": "identity embedding",
-                "size": self.options.embedding_dim,
+                "size": getattr(self, "embedding_size", self.options.embedding_dim),
                 "compare": "cosine similarity of the L2-normalised embeddings",
                 "same_person_when": "cosine > threshold",
                 "threshold": threshold,
