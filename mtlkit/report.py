@@ -14,7 +14,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,9 @@ class Record:
     config: dict[str, Any]
     seconds: float | None = None
     """What the cell cost: its epochs (across resumes) plus the final evaluation."""
+    val: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The validation metrics at the selected step (empty without a validation split): what
+    may choose among methods, such as the best static weight, without looking at test."""
 
     @property
     def pair_key(self) -> tuple[str, str]:
@@ -180,6 +183,7 @@ def _record(run_dir: Path, cell: dict[str, Any] | None) -> Record | None:
     test = (results.get("metrics") or {}).get("test")
     if not isinstance(test, dict):
         return None
+    val = (results.get("metrics") or {}).get("val")
     tasks = [t.get("id") or t.get("name") for t in config.get("tasks", [])] or list(test)
     if cell is None:
         label, kind, task, weight = _label_of(config)
@@ -194,7 +198,7 @@ def _record(run_dir: Path, cell: dict[str, Any] | None) -> Record | None:
     return Record(
         name=run_dir.name, dir=run_dir, label=label, kind=kind, task=task, weight=weight,
         fold=fold, seed=seed, context=context, test=test, tasks=tasks, config=config,
-        seconds=_cost(results.get("timing")),
+        seconds=_cost(results.get("timing")), val=val if isinstance(val, dict) else {},
     )
 
 
@@ -317,10 +321,40 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _value(rec: Record, metric: str) -> float | None:
+def _value(rec: Record, metric: str, split: str = "test") -> float | None:
     task, _, name = metric.partition("/")
-    v = rec.test.get(task, {}).get(name)
+    v = (rec.test if split == "test" else rec.val).get(task, {}).get(name)
     return float(v) if _is_number(v) else None
+
+
+def pick_best_static(
+    by_label: dict[str, list[Record]], metric: str, higher: bool
+) -> tuple[str | None, str]:
+    """The static weight with the best mean ``metric``, and the split that picked it.
+
+    Validation when every static cell recorded the metric there (the choice never sees the
+    test numbers it is then compared on); else test, which makes the pick an upper bound for
+    static weighting rather than a tuning a user could have done.
+    """
+    statics = {k: v for k, v in by_label.items() if v[0].kind == "static"}
+    cells = [r for rs in statics.values() for r in rs]
+    split = "val" if cells and all(_value(r, metric, "val") is not None for r in cells) else "test"
+    scored = []
+    for label, rs in statics.items():
+        vals = [v for v in (_value(r, metric, split) for r in rs) if v is not None]
+        if vals:
+            scored.append((math.fsum(vals) / len(vals), label))
+    if not scored:
+        return None, split
+    pick = max if higher else min
+    return pick(scored, key=lambda x: x[0])[1], split
+
+
+def best_static_why(metric: str, split: str) -> str:
+    """How the best static weight was picked, as the report's headings say it."""
+    if split == "val":
+        return f"best static weight by validation {metric}"
+    return f"best static weight by test {metric}: a test-set upper bound, not a tuning"
 
 
 # --- the report ----------------------------------------------------------------------------
@@ -491,21 +525,13 @@ def build_report(
                 },
                 "minutes": describe([r.seconds / 60 for r in rs if r.seconds is not None]),
             })
-        scored = [
-            (m["stats"][first]["mean"], m["label"])
-            for m in methods
-            if m["kind"] == "static" and m["stats"][first]["mean"] is not None
-        ]
-        best_static = None
-        if scored:
-            pick = max if higher[first] else min
-            best_static = pick(scored, key=lambda x: x[0])[1]
+        best_static, static_split = pick_best_static(by_label, first, higher[first])
         comparisons = []
         refs = []
         if baseline is not None and baseline in by_label:
             refs.append((baseline, "baseline"))
         if best_static is not None and best_static != baseline:
-            refs.append((best_static, f"best static weight by {first}"))
+            refs.append((best_static, best_static_why(first, static_split)))
         for ref, why in refs:
             for label in by_label:
                 if label == ref or (why != "baseline" and by_label[label][0].kind == "static"):
@@ -526,6 +552,7 @@ def build_report(
             "context": context,
             "methods": methods,
             "best_static": best_static,
+            "best_static_split": static_split if best_static is not None else None,
             "comparisons": comparisons,
             "delta_m": deltas if singles else {},
             "trajectories": {k: v for k, v in traj.items() if v},

@@ -33,6 +33,7 @@ def _cell(
     task: str | None = None,
     weight: float | None = None,
     weights: list[tuple[float, float]] | None = None,
+    val: dict[str, dict[str, float]] | None = None,
 ) -> None:
     """A finished cell as a sweep leaves it: cell.json, results.json, steps.jsonl."""
     run = root / f"{label.replace(':', '-')}_fold{fold}-0123456789"
@@ -46,7 +47,7 @@ def _cell(
             "axes": {}, "context": ""}
     (run / "cell.json").write_text(json.dumps(cell))
     config = {"seed": 0, "tasks": TASKS, "weighter": {"name": "x"}, "data": {"name": "synthetic"}}
-    results = {"metrics": {"test": test}, "config": config}
+    results = {"metrics": {"test": test, **({"val": val} if val else {})}, "config": config}
     (run / "results.json").write_text(json.dumps(results))
     if weights:
         rows = [
@@ -128,8 +129,9 @@ def test_report_numbers_against_hand_computation(runs: Path, host) -> None:
     dyn = [e + d for e, d in zip(EQUAL_A, DIFFS)]
     assert stats["dyn"]["a/accuracy"]["mean"] == pytest.approx(sum(dyn) / 6)
 
-    # best static weight by the first metric's mean: static:a=0.7 (0.85 - 0.01 f)
-    assert ctx["best_static"] == "static:a=0.7"
+    # best static weight by the first metric's mean: static:a=0.7 (0.85 - 0.01 f); no cell has
+    # validation metrics, so it is picked on test and the report says so
+    assert ctx["best_static"] == "static:a=0.7" and ctx["best_static_split"] == "test"
     rows = {(c["reference"], c["method"], c["metric"]): c for c in ctx["comparisons"]}
     c = rows[("equal", "dyn", "a/accuracy")]
     assert (c["pairs"], c["wins"], c["ties"], c["losses"]) == (6, 4, 1, 1)
@@ -283,3 +285,27 @@ def test_cost_per_cell_counts_every_epoch_and_the_evaluation(tmp_path: Path) -> 
     minutes = report["contexts"][0]["methods"][0]["minutes"]
     assert minutes["n"] == 2 and minutes["mean"] == pytest.approx(1.5)
     assert "| 1.50 | 3.0 |" in render_markdown(report, "runs")
+
+
+def test_best_static_is_picked_on_validation(tmp_path: Path, host) -> None:
+    """Validation prefers w=0.3, test w=0.7: the reference is w=0.3, and the heading names the
+    split; without validation metrics the test pick is labelled an upper bound."""
+    root = tmp_path / "runs"
+    for f in range(3):
+        _cell(root, "dyn", f, {"a": {"accuracy": 0.8}, "b": {"accuracy": 0.8}},
+              val={"a": {"accuracy": 0.8}})
+        for w, v, t in ((0.3, 0.9, 0.7), (0.7, 0.6, 0.95)):
+            _cell(root, f"static:a={w}", f, {"a": {"accuracy": t}, "b": {"accuracy": 0.8}},
+                  kind="static", task="a", weight=w, val={"a": {"accuracy": v}})
+    records, _, _ = collect(root)
+    ctx = build_report(records)["contexts"][0]
+    assert (ctx["best_static"], ctx["best_static_split"]) == ("static:a=0.3", "val")
+    c = next(c for c in ctx["comparisons"] if c["metric"] == "a/accuracy")
+    assert c["reference"] == "static:a=0.3" and c["mean_diff"] == pytest.approx(0.1)
+    md = render_markdown(build_report(records), "runs")
+    assert "(best static weight by validation a/accuracy)" in md
+    for r in records:
+        r.val = {}
+    ctx = build_report(records)["contexts"][0]
+    assert (ctx["best_static"], ctx["best_static_split"]) == ("static:a=0.7", "test")
+    assert "a test-set upper bound" in render_markdown(build_report(records), "runs")
