@@ -74,6 +74,22 @@ def all_sum_(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def label_shares(counts: Tensor) -> Tensor:
+    """Per-task factors ``W n_r / sum_r n_r`` from this rank's labelled counts ``n_r`` ``[T]``.
+
+    A task's loss is a mean over this rank's labelled samples, and the ranks' losses and
+    gradients are then averaged with equal weight. When the ranks hold different numbers of
+    labels for a task, that is not the loss of the global batch; scaled by these factors it is:
+    ``mean_r (W n_r / N) L_r = sum_r n_r L_r / N``, the mean over all N labelled samples, as one
+    process on the global batch computes it. Ones in one process; 0 for a task no rank labels.
+    """
+    local = counts.detach().to(torch.float32)
+    if not active():
+        return torch.ones_like(local)
+    total = all_sum_(local.clone())
+    return local * dist.get_world_size() / total.clamp_min(1.0)
+
+
 def all_mean(tensor: Tensor) -> Tensor:
     """Mean over ranks of a detached copy; the result carries no gradient."""
     return all_mean_(tensor.detach().clone()) if active() else tensor.detach()

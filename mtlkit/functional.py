@@ -158,13 +158,23 @@ class WeightedStep:
         *,
         epoch: int | None = None,
         metrics: Tensor | Sequence[float] | None = None,
+        labelled: Tensor | Sequence[int] | None = None,
     ) -> Tensor:
         """Combine the task losses (order: ``weighter.task_names``) and fill ``.grad``.
 
         Returns the task weights ``[T]`` (detached). ``metrics``: per-task scores in [0, 1] for
-        weighters that declare ``step_metrics`` (DTP).
+        weighters that declare ``step_metrics`` (DTP). ``labelled``: this rank's number of
+        labelled samples behind each loss (pass it on every rank or on none); under
+        torch.distributed each rank's losses and metrics are then weighted by its share of the
+        labels, so ranks holding different numbers of labels give the gradients of one process
+        on the global batch (without it, ranks count equally).
         """
         per_task = self._as_list(losses)
+        shares = None
+        if labelled is not None and self._dist:
+            counts = torch.as_tensor(labelled, device=per_task[0].device)
+            shares = D.label_shares(counts)
+            per_task = [loss * share for loss, share in zip(per_task, shares)]
         if not any(t.requires_grad for t in per_task):
             raise ValueError("the losses carry no graph: compute them with gradients enabled")
         device = per_task[0].device
@@ -185,7 +195,7 @@ class WeightedStep:
             losses=D.global_value(stacked) if self._dist else stacked,
             step=self.step if needs.counters else None,
             epoch=self._epoch(epoch) if needs.counters else None,
-            metrics=self._metrics(metrics, device) if needs.step_metrics else None,
+            metrics=self._metrics(metrics, device, shares) if needs.step_metrics else None,
         )
         self._guard(inp.losses)
         mode = needs.grads
@@ -242,14 +252,17 @@ class WeightedStep:
             return self.step // self.steps_per_epoch
         return None
 
-    def _metrics(self, metrics: Tensor | Sequence[float] | None, device: torch.device) -> Tensor:
+    def _metrics(self, metrics: Tensor | Sequence[float] | None, device: torch.device,
+                 shares: Tensor | None = None) -> Tensor:
         if metrics is None:
             raise ConfigError(
                 f"{type(self.weighter).__name__} reads a per-task score in [0, 1] each step"
                 " (e.g. batch accuracy): pass metrics=[...] to backward()"
             )
         m = torch.as_tensor(metrics, dtype=torch.float32, device=device)
-        return D.all_mean(m) if self._dist else m
+        if not self._dist:
+            return m
+        return D.all_mean(m if shares is None else m * shares)
 
     def _guard(self, losses: Tensor) -> None:
         if self.check_finite and not bool(torch.isfinite(losses.detach()).all()):
@@ -419,6 +432,7 @@ def backward(
     last_shared: Iterable[nn.Parameter] | None = None,
     epoch: int | None = None,
     metrics: Tensor | Sequence[float] | None = None,
+    labelled: Tensor | Sequence[int] | None = None,
 ) -> Tensor:
     """One call: combine ``losses`` with ``weighter`` and fill ``.grad``; returns the weights.
 
@@ -436,4 +450,4 @@ def backward(
     if step is None:
         step = WeightedStep(weighter, shared, last_shared=last_shared)
         _STEPS[weighter] = step
-    return step.backward(losses, features, epoch=epoch, metrics=metrics)
+    return step.backward(losses, features, epoch=epoch, metrics=metrics, labelled=labelled)

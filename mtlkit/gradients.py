@@ -146,15 +146,31 @@ class GradientEngine:
         )
         self.head_params = [model.task_parameters(t.name) for t in self.tasks]
         self._buffer: Tensor | None = None
+        self._shares: Tensor | None = None
 
     # --- pieces ----------------------------------------------------------------------------
     def task_losses(self, outputs: dict[str, Any], batch: Batch) -> list[Tensor]:
-        """Each task's scalar loss in float32, in task order (kept apart to differentiate alone)."""
+        """Each task's scalar loss in float32, in task order (kept apart to differentiate alone).
+
+        Under torch.distributed each is scaled by this rank's share of the task's labelled samples
+        (:func:`mtlkit.distributed.label_shares`), so that the mean over ranks, of the values and
+        of the gradients, is the mean over every labelled sample of the global batch: 2 ranks
+        then step as 1 process on the same batch even when the missing labels fall unevenly.
+        """
         targets = batch["targets"]
-        return [
+        losses = [
             task.loss(outputs[task.name], targets[key]).float()
             for task, key in zip(self.tasks, self.targets)
         ]
+        self._shares = None
+        if D.active():
+            counts = torch.stack([
+                task.labelled_mask(targets[key]).sum()
+                for task, key in zip(self.tasks, self.targets)
+            ])
+            self._shares = D.label_shares(counts).to(losses[0].device)
+            losses = [loss * share for loss, share in zip(losses, self._shares)]
+        return losses
 
     def losses(self, outputs: dict[str, Any], batch: Batch) -> Tensor:
         """The task losses stacked into ``[T]``."""
@@ -189,14 +205,14 @@ class GradientEngine:
         metrics = None
         if needs.step_metrics:
             targets = batch["targets"]
-            metrics = D.all_mean(
-                torch.stack(
-                    [
-                        t.step_metric(outputs[t.name], targets[k]).to(torch.float32)
-                        for t, k in zip(self.tasks, self.targets)
-                    ]
-                )
+            metrics = torch.stack(
+                [
+                    t.step_metric(outputs[t.name], targets[k]).to(torch.float32)
+                    for t, k in zip(self.tasks, self.targets)
+                ]
             )
+            # a metric over labelled samples: weighted by the labels each rank holds, like the loss
+            metrics = D.all_mean(metrics if self._shares is None else metrics * self._shares)
         return WeighterInput(
             losses=losses,
             features=features if needs.features else None,

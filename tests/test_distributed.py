@@ -90,6 +90,25 @@ def test_two_ranks_match_one_rank_with_double_batch(tmp_path: Path, weighter: di
     assert moved < ATOL
 
 
+@pytest.mark.parametrize("weighter", WEIGHTERS[:3])
+def test_labels_missing_unevenly_over_ranks_match_one_process(tmp_path: Path,
+                                                              weighter: dict) -> None:
+    """40% of each task's labels are missing, drawn per sample, so the two ranks' halves of a
+    global batch hold different numbers of labels for a task. Each rank's loss is weighted by its
+    share of the labelled samples: 2 ranks end where 1 process on the global batch ends (with
+    the ranks averaged equally, the trunk's weights ended 0.038 apart)."""
+    runs = {}
+    for name, batch, nproc in (("one", 16, 1), ("two", 8, 2)):
+        cfg = _cfg(tmp_path, name, batch, weighter)
+        cfg["data"]["missing_fraction"] = 0.4
+        runs[name] = _run(cfg, nproc)
+    one, two = runs["one"], runs["two"]
+    assert int(one["train_state"]["step"]) == int(two["train_state"]["step"]) == 14
+    for key, a in one["model"].items():
+        b = two["model"][key]
+        assert torch.allclose(a, b, atol=ATOL, rtol=0), (key, (a - b).abs().max().item())
+
+
 def test_cli_nproc_launch_and_resume_under_ddp(tmp_path: Path) -> None:
     """`mtlkit train --nproc 2`, interrupted and resumed, ends where an uninterrupted run ends."""
     import yaml

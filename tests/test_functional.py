@@ -239,13 +239,16 @@ def test_one_call_backward_returns_the_weights() -> None:
     assert w.shape == (2,) and all(p.grad is not None for p in net.parameters())
 
 
-@pytest.mark.parametrize(("name", "rep"), [("pcgrad", "0"), ("mgda", "1")])
+@pytest.mark.parametrize(("name", "rep", "partial"),
+                         [("pcgrad", "0", "0"), ("mgda", "1", "0"), ("pcgrad", "0", "1"),
+                          ("mgda", "1", "1")])
 def test_two_ranks_give_the_single_process_gradients(
-    tmp_path: Path, name: str, rep: str
+    tmp_path: Path, name: str, rep: str, partial: str
 ) -> None:
     """Under torchrun (gloo, 2 ranks, half a batch each) WeightedStep averages losses, per-task
     gradients and the final .grad itself: rank 0 ends with the gradients of one process that
-    saw the whole batch."""
+    saw the whole batch. ``partial``: labels missing unevenly over the ranks (5 of task a's on
+    rank 0, 3 of b's on rank 1), with ``labelled=`` counts: still the single-process gradients."""
     import os
     import subprocess
     import sys
@@ -255,7 +258,7 @@ def test_two_ranks_give_the_single_process_gradients(
     for nproc in (1, 2):
         out = tmp_path / f"grads{nproc}.pt"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", str(runner), str(out), name, rep]
+               f"--nproc_per_node={nproc}", str(runner), str(out), name, rep, partial]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         assert res.returncode == 0, res.stderr[-3000:]
