@@ -4,6 +4,7 @@ figure survives)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -167,8 +168,6 @@ def test_weighters_summary_against_a_hand_computation() -> None:
 def test_recipe_pairs_against_a_hand_computation() -> None:
     """`equal` under two recipes: this one has folds 0-2, the other 1-3; only folds 1 and 2 are
     compared, and a method missing from the other spec is left out."""
-    import dataclasses
-
     def cells(label: str, folds: range, expr: float, verif: float, minutes: float) -> list:
         return [dataclasses.replace(_cell(label, "weighter", f, expr + f / 100, verif),
                                     seconds=minutes * 60) for f in folds]
@@ -191,3 +190,45 @@ def test_recipe_pairs_against_a_hand_computation() -> None:
     text = ck48_study.render_recipe_pairs(rows, "ck48_paper")
     assert "| `equal` | expression/accuracy | 0.8150 ± 0.0071 | 0.7150 ± 0.0071 | 2 / 0 / 0" in text
     assert "| +0.1000 | 0.5 | 6.00 / 3.00 |" in text
+
+
+def _recipe(spec: str, val: tuple[float, float], test: tuple[float, float]) -> dict[str, Any]:
+    return {"spec": spec, "recipe": spec, "variant": "-",
+            f"val {EXPR}": val[0], f"val {VERIF}": val[1],
+            f"test {EXPR}": test[0], f"test {VERIF}": test[1]}
+
+
+def test_recipes_are_chosen_on_validation_only() -> None:
+    """`ck48_recipe` is best on test, `ck48_recipe_bs32` on validation: the study recipe is the
+    latter; the 40-epoch recipe is over the 20-epoch budget, so only the accuracy pick."""
+    rows = [_recipe("ck48_recipe", (0.70, 0.90), (0.95, 0.99)),
+            _recipe("ck48_recipe_bs32", (0.80, 0.92), (0.70, 0.90)),
+            _recipe("ck48_recipe_plain40", (0.90, 0.95), (0.60, 0.80))]
+    chosen = ck48_study.pick_recipes(rows)
+    assert chosen["study"]["spec"] == "ck48_recipe_bs32"
+    assert chosen["accuracy"]["spec"] == "ck48_recipe_plain40"
+    assert ck48_study.pick_recipes([{**rows[0], f"val {VERIF}": None}]) == {
+        "study": None, "accuracy": None}  # no validation numbers: no choice, never test's
+
+
+def test_committed_recipe_table_names_its_choice_and_protocol() -> None:
+    text = (BENCH / "results" / "ck48_recipe.md").read_text()
+    assert "- the study recipe (within 20 epochs): batch 32, 20 epochs" in text
+    assert "chosen on the validation split only" in text
+    assert "round-robin threshold folds" in text
+
+
+def test_reports_say_which_pair_protocol_the_cells_used() -> None:
+    old = _cell("equal", "weighter", 0, 0.8, 0.9)
+    assert "round-robin folds" in ck48_study.pair_protocol_note([old])
+    new = dataclasses.replace(old, test={"face_identity": {
+        "verification_accuracy_cross_sequence": 0.9, "verification_accuracy_all_pairs": 0.95}})
+    note = ck48_study.pair_protocol_note([new])
+    assert "two different sequences" in note and "round-robin" not in note
+
+
+@pytest.mark.parametrize("name", ["ck48_paper", "ck48_accuracy", "ck48_weighters", "ck48_branch"])
+def test_committed_reports_state_their_pair_protocol(name: str) -> None:
+    text = (BENCH / "results" / f"{name}.md").read_text()
+    assert "all same-person pairs of the split (two frames of one sequence included)" in text
+    assert "round-robin folds of the pairs" in text
