@@ -74,6 +74,13 @@ class OptimizerConfig(_Strict):
     betas: tuple[float, float] = (0.9, 0.999)
     rmsprop_decay: float = Field(0.9, ge=0, lt=1, description="rmsprop: mean-square decay")
     rmsprop_eps: float = Field(1.0, gt=0, description="rmsprop: epsilon (TF1 and the paper: 1.0)")
+    shared_lr_scale: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="learning rate of the shared parameters (a pretrained trunk) as a fraction of"
+        " lr; task heads and weighters keep lr. 1: one group, as before",
+    )
 
 
 class SchedulerConfig(_Strict):

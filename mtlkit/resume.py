@@ -64,8 +64,9 @@ LEGITIMATE = (
 )
 """Paths that change how training continues, not what it trains on."""
 
-FORBIDDEN_EVEN_UNDER = ("weighter.name",)
-"""Exceptions inside a legitimate prefix: another weighter is another run."""
+FORBIDDEN_EVEN_UNDER = ("weighter.name", "optimizer.shared_lr_scale")
+"""Exceptions inside a legitimate prefix: another weighter is another run, and another
+shared_lr_scale splits the optimizer into other parameter groups."""
 
 ALLOW_FLAG = "--allow-config-change"
 

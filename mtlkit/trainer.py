@@ -220,9 +220,18 @@ class Trainer(Checkpointing):
             ) from None
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        groups: list[dict[str, Any]] = [
-            {"params": [p for p in self.model.parameters() if p.requires_grad]}
-        ]
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        scale = self.config.optimizer.shared_lr_scale
+        groups: list[dict[str, Any]] = [{"params": trainable}]
+        if scale != 1.0:  # a slower trunk: fine-tuning a pretrained backbone
+            shared = {id(p) for p in self.model.shared_parameters()}
+            # heads first: the logged lr (the first group's) stays the configured schedule
+            groups = [
+                {"params": [p for p in trainable if id(p) not in shared]},
+                {"params": [p for p in trainable if id(p) in shared],
+                 "lr": self.config.optimizer.lr * scale},
+            ]
+            groups = [g for g in groups if g["params"]]
         return build_optimizer(self.config.optimizer, groups + self.weighter.param_groups())
 
     def loader(self, split: str) -> BatchLoader:

@@ -51,3 +51,20 @@ def test_trainer_builds_it_from_the_config(tmp_path: Path, host: PluginHost) -> 
     assert isinstance(trainer.optimizer, TFRMSprop)
     assert trainer.optimizer.defaults["eps"] == 1.0 and trainer.optimizer.defaults["decay"] == 0.9
     trainer.fit()
+
+
+def test_shared_lr_scale_gives_the_trunk_a_slower_group(tmp_path: Path, host: PluginHost) -> None:
+    """Heads keep lr (first group, the one logged); the shared trunk gets lr * scale."""
+    cfg = tiny_config(tmp_path, optimizer={"name": "adamw", "lr": 0.01, "shared_lr_scale": 0.1})
+    trainer = Trainer(load_config(data=cfg), host)
+    heads, trunk = trainer.optimizer.param_groups
+    shared = {id(p) for p in trainer.model.shared_parameters()}
+    assert {id(p) for p in trunk["params"]} == shared
+    assert shared.isdisjoint(id(p) for p in heads["params"])
+    assert heads["lr"] == pytest.approx(0.01) and trunk["lr"] == pytest.approx(0.001)
+    trainer.fit()
+
+
+def test_shared_lr_scale_one_keeps_a_single_group(tmp_path: Path, host: PluginHost) -> None:
+    trainer = Trainer(load_config(data=tiny_config(tmp_path)), host)
+    assert len(trainer.optimizer.param_groups) == 1

@@ -153,3 +153,9 @@ def test_one_line_per_epoch_without_a_terminal(
 def test_spelling_out_a_default_is_no_change(tmp_path: Path, host: PluginHost) -> None:
     _run(tmp_path, host, trainer__epochs=1)
     _resume(tmp_path, host, trainer__epochs=1, data__seed=0, data__noise=0.5)
+
+
+def test_shared_lr_scale_cannot_change_on_resume() -> None:
+    """It splits the optimizer into other parameter groups: the saved state would not fit."""
+    assert R.classify("optimizer.shared_lr_scale") == "forbidden"
+    assert R.classify("optimizer.lr") != "forbidden"

@@ -45,7 +45,8 @@ class CosineClassifier(nn.Module):
 
 
 class FaceIdentityHead(nn.Module):
-    """Features -> embedding (Linear [+ BatchNorm1d]) -> identity logits; optional class centres.
+    """Features -> embedding (Linear, or the features themselves; [+ BatchNorm1d]) -> identity
+    logits; optional class centres.
 
     Returns ``{"logits": [B, K], "embedding": [B, E]}`` plus ``"centers": [K, E]`` when center loss
     is on. ``moving_average`` centres are a buffer (checkpointed with the model, never seen by the
@@ -58,14 +59,18 @@ class FaceIdentityHead(nn.Module):
         feature_dim: int,
         num_classes: int,
         *,
-        embedding_dim: int = 128,
+        embedding_dim: int | None = 128,
         embedding_bn: bool = True,
         cosine: bool = False,
         scale: float = 30.0,
         centers: CentersKind = "none",
     ) -> None:
         super().__init__()
-        self.embed = nn.Linear(feature_dim, embedding_dim)
+        # None: the features are the embedding (a pretrained face network's own descriptor)
+        self.embed: nn.Module = (
+            nn.Identity() if embedding_dim is None else nn.Linear(feature_dim, embedding_dim)
+        )
+        embedding_dim = feature_dim if embedding_dim is None else embedding_dim
         self.bn: nn.Module = nn.BatchNorm1d(embedding_dim) if embedding_bn else nn.Identity()
         self.classifier: nn.Module = (
             CosineClassifier(embedding_dim, num_classes, scale)

@@ -1,0 +1,1 @@
+"""mtlkit-dlibnet: dlib's pretrained face-recognition ResNet as an mtlkit backbone."""
