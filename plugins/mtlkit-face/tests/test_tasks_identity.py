@@ -329,3 +329,13 @@ def test_declared_metrics_follow_the_datas_pair_protocols() -> None:
     assert names(task) == ["identification_accuracy", ALL[ACC], ALL[AUC], ALL[TAR]]
     with pytest.raises(Exception, match="pair protocol"):
         task.build_head(FEAT, {"num_classes": K, "pair_protocols": ["same_frame"]})
+
+
+def test_no_embedding_layer_uses_the_features_themselves() -> None:
+    """``embedding_dim: null``: a pretrained face network's descriptor is the embedding."""
+    task = make_task(embedding_dim=None, embedding_bn=False)
+    head = task.build_head(FEAT, {"num_classes": K, "class_names": list("abcde")})
+    x = torch.randn(4, FEAT)
+    out = head(x)
+    assert torch.equal(out["embedding"], x) and out["logits"].shape == (4, K)
+    assert task.describe_outputs({})["embedding"]["size"] == FEAT
