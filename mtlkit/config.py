@@ -404,6 +404,7 @@ def _later_defaults() -> dict[str, Any]:
         "architecture": {"name": DEFAULT_ARCHITECTURE},
         "trainer.loader": LoaderConfig().model_dump(mode="json"),
         "trainer.batched_backward": False,
+        "optimizer.shared_lr_scale": 1.0,
     }
 
 

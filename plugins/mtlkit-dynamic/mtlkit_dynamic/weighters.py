@@ -22,10 +22,12 @@ no clamp, truncated-normal init, RMSProp. One deliberate difference: ``detach`` 
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
@@ -79,11 +81,20 @@ class NaiveDynamicOptions(Options):
         return 0.9 if self.optimizer == "rmsprop" else 0.0
 
 
+Difficulty = Literal["loss", "loss_ratio"]
+
+
 class DynamicOptions(NaiveDynamicOptions):
     """Options of ``dynamic``."""
 
     sigma: float = Field(0.01, gt=0.0)
     """Added to each loss in ``1/(L_i + sigma)``, only to avoid a division by zero."""
+    difficulty: Difficulty = "loss"
+    """What the unit reads as a task's difficulty. ``loss``: the raw loss (the authors'), so a
+    loss's scale steers the weights (a task whose loss is 10x larger looks 10x harder).
+    ``loss_ratio`` (mtlkit's, not in the paper): ``L_i / L_i(0)``, the loss relative to its first
+    positive value, GradNorm's inverse training rate; multiplying a loss by any constant leaves
+    the weights unchanged, and the task that has learnt least is the hardest."""
 
 
 class _DynamicWeightUnitWeighter(Weighter):
@@ -160,14 +171,42 @@ class _DynamicWeightUnitWeighter(Weighter):
 
 
 class DynamicWeighter(_DynamicWeightUnitWeighter):
-    """Difficulty-based dynamic weights: the unit minimises ``sum_i w_i / (L_i + sigma)``, which
-    moves weight towards the task with the larger (harder) loss. Assumes losses ``>= 0``."""
+    """Difficulty-based dynamic weights: the unit minimises ``sum_i w_i / (d_i + sigma)``, which
+    moves weight towards the task with the larger (harder) difficulty ``d_i``: the loss, or with
+    ``difficulty: loss_ratio`` the loss over its first value. Assumes losses ``>= 0``."""
 
     Options = DynamicOptions
     options: DynamicOptions
+    initial_losses: Tensor
+
+    def __init__(
+        self, task_names: Sequence[str], options: DynamicOptions | None = None
+    ) -> None:
+        super().__init__(task_names, options)
+        if self.options.difficulty == "loss_ratio":
+            # NaN until a task first reports a positive loss; checkpointed with the weighter
+            self.register_buffer("initial_losses", torch.full((self.num_tasks,), math.nan))
+
+    def setup(self, info: WeighterSetup) -> None:
+        super().setup(info)
+        if self.options.difficulty == "loss_ratio":
+            self.initial_losses = self.initial_losses.to(info.device)
+
+    def difficulty(self, losses: Tensor) -> Tensor:
+        """``d_i``: the loss itself, or its ratio to the task's first positive (global) loss."""
+        if self.options.difficulty == "loss":
+            return losses
+        # every rank must see the same reference: the global mean loss of that first step
+        losses = D.all_mean(losses)
+        start = self.initial_losses
+        fill = torch.isnan(start) & (losses > 0)
+        self.initial_losses = torch.where(fill, losses.to(start.dtype), start)
+        # a task with no positive loss yet counts as not started: ratio 1
+        return torch.where(torch.isnan(self.initial_losses), torch.ones_like(losses),
+                           losses / self.initial_losses.to(losses.dtype))
 
     def unit_loss(self, weights: Tensor, losses: Tensor) -> Tensor:
-        return (weights / (losses + self.options.sigma)).sum()
+        return (weights / (self.difficulty(losses) + self.options.sigma)).sum()
 
 
 class NaiveDynamicWeighter(_DynamicWeightUnitWeighter):

@@ -95,6 +95,7 @@ def test_options_default_to_the_authors_code() -> None:
         "normalize": True, "normalize_logits": False, "clamp": None, "init": "truncated_normal",
         "optimizer": "rmsprop", "detach": True, "lr": 0.1, "momentum": None,
         "rmsprop_decay": 0.9, "rmsprop_eps": 1.0, "clip_norm": 5.0, "sigma": 0.01,
+        "difficulty": "loss",
     }
     assert o.resolved_momentum == 0.9
     assert DynamicOptions(optimizer="sgd").resolved_momentum == 0.0
@@ -376,3 +377,52 @@ def test_trains_through_mtlkit(tmp_path: Path) -> None:
     weights = trainer.weighter.weights
     assert abs(float(weights.sum()) - 1) < 1e-6
     assert not torch.allclose(weights, torch.full((2,), 0.5))
+
+
+# --- difficulty: loss_ratio (mtlkit's scale-free signal) -------------------------------------
+def _trajectory(scale: float, difficulty: str, steps: int = 25) -> Tensor:
+    """Weights over ``steps`` where task 0 learns slower (its loss falls less), with task 0's
+    loss multiplied by ``scale`` throughout."""
+    w = make(DynamicWeighter, difficulty=difficulty)
+    out = []
+    for s in range(steps):
+        losses = torch.tensor([2.0 * scale * (1 - 0.01 * s), 1.0 * (1 - 0.03 * s)])
+        out.append(step(w, features(s), losses))
+    return torch.stack(out)
+
+
+def test_loss_ratio_ignores_the_scale_of_a_loss() -> None:
+    """The defining property: multiplying a loss by a constant leaves the weights unchanged."""
+    base = _trajectory(1.0, "loss_ratio")
+    for scale in (1e-3, 0.1, 50.0):
+        torch.testing.assert_close(_trajectory(scale, "loss_ratio"), base, rtol=1e-5, atol=1e-6)
+    # the raw loss does not have it: scaling task 0's loss down hands the weight to task 1
+    assert float(_trajectory(0.01, "loss")[-1, 0]) < 0.45 < float(_trajectory(1.0, "loss")[-1, 0])
+
+
+def test_loss_ratio_weights_the_task_that_learnt_least() -> None:
+    """Task 1 starts with the larger loss but falls faster: by ratio task 0 is the harder one."""
+    w = make(DynamicWeighter, difficulty="loss_ratio")
+    for s in range(30):
+        final = step(w, features(s), torch.tensor([1.0 * (1 - 0.005 * s), 5.0 * (1 - 0.03 * s)]))
+    assert float(final[0]) > 0.55
+    assert torch.equal(w.initial_losses, torch.tensor([1.0, 5.0]))
+
+
+def test_loss_ratio_waits_for_a_positive_loss_and_resumes() -> None:
+    """A task with no labelled sample yet (loss 0) counts as ratio 1 until its first loss; the
+    reference losses are checkpointed, so a resumed weighter continues exactly."""
+    w = make(DynamicWeighter, difficulty="loss_ratio")
+    step(w, features(0), torch.tensor([0.0, 2.0]))
+    assert math.isnan(float(w.initial_losses[0])) and float(w.initial_losses[1]) == 2.0
+    step(w, features(1), torch.tensor([3.0, 1.0]))
+    assert torch.equal(w.initial_losses, torch.tensor([3.0, 2.0]))
+    again = make(DynamicWeighter, difficulty="loss_ratio")
+    again.load_state_dict(w.state_dict())
+    torch.testing.assert_close(step(again, features(2), torch.tensor([1.0, 1.0])),
+                               step(w, features(2), torch.tensor([1.0, 1.0])))
+
+
+def test_default_difficulty_is_the_authors_raw_loss() -> None:
+    assert DynamicOptions().difficulty == "loss"
+    assert "initial_losses" not in make(DynamicWeighter).state_dict()
