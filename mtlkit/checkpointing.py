@@ -124,8 +124,9 @@ class Checkpointing:
             },
             "config": json.dumps(config_to_dict(self.config)),
             "resolved_config": json.dumps(self.resolved_config),
-            "group_key": self.data.group_key or "",
-            "train_groups": self._train_groups(),
+            # the training split's groups by name (an index depends on which groups the data
+            # lists), with the source the names belong to
+            **self._train_groups(),
             "task_ids": list(self.task_ids),
             # what each head was sized by (class names...): predict/export check the data agrees
             "data_info": json.dumps(self.data.info, default=str),
@@ -158,10 +159,20 @@ class Checkpointing:
         """The run's config with every plugin option's default filled in (as it is now)."""
         return resolved_config_dict(self.config, self._resolved)
 
-    def _train_groups(self) -> Tensor:
-        """The groups (subjects...) the training split holds; empty without a group key."""
-        ids = R.group_ids(self.data.train.meta, self.data.group_key)
-        return ids if ids is not None else torch.zeros(0, dtype=torch.long)
+    def _split_groups(self, split: str) -> R.Groups | None:
+        """The groups (subjects...) a split holds, by name; None without a group key."""
+        data = self.data.named().get(split)
+        if data is None:
+            return None
+        d = self.data
+        return R.Groups.of(data.meta, d.group_key, d.group_names, d.group_source)
+
+    def _train_groups(self) -> dict[str, Any]:
+        """The checkpoint entries naming the training split's groups (empty names: none)."""
+        groups = self._split_groups("train")
+        if groups is None:
+            return {"group_key": "", "group_source": "", "train_groups": []}
+        return groups.to_state()
 
     def load_state_dict(self, ckpt: dict[str, Any], *, model_only: bool = False) -> None:
         if list(ckpt.get("task_ids", [])) != self.task_ids:
@@ -237,12 +248,45 @@ class Checkpointing:
                 f"{doing} a checkpoint trained with another config:\n"
                 + "\n".join(f"  {c.describe()}" for c in meaningful)
             )
-        key = str(ckpt.get("group_key") or "") or None
-        trained = ckpt.get("train_groups")
-        data = self.data.named().get(split)
-        if data is not None and key is not None and isinstance(trained, Tensor):
-            R.check_no_overlap(trained, key, R.group_ids(data.meta, key), split)
+        self._check_groups(ckpt, split, purpose)
         return legitimate
+
+    def _check_groups(self, ckpt: dict[str, Any], split: str, purpose: str) -> None:
+        """Refuse a split sharing a group, by name, with the checkpoint's training split.
+
+        Another source (another data set) is a notice: its names are other people. A checkpoint
+        from before names were stored holds indices; they are compared as before, with a notice
+        that this is only right while the data lists the same groups.
+        """
+        trained = R.Groups.from_state(ckpt)
+        data = self.data.named().get(split)
+        if trained is None or data is None:
+            return
+        if isinstance(trained, Tensor):
+            key = str(ckpt["group_key"])
+            if key != self.data.group_key:
+                return
+            if self.is_main:
+                _notice(
+                    f"this checkpoint stores its training {key}s by index, not by name (it was"
+                    f" written before checkpoints named them): the {split!r} split is checked by"
+                    f" index, which is right only while the data lists the same {key}s as in"
+                    " training"
+                )
+            test_ids = R.group_ids(data.meta, key)
+            if test_ids is not None:
+                R.check_no_overlap_by_index(trained, key, test_ids, split)
+            return
+        current = self._split_groups(split)
+        if current is None:
+            return
+        if not R.check_no_overlap(trained, current, split) and self.is_main:
+            _notice(
+                f"{purpose}: the checkpoint trained on {trained.key}s of"
+                f" {trained.source or 'an unnamed source'}, the {split!r} split holds"
+                f" {current.key}s of {current.source or 'an unnamed source'}: another data set,"
+                f" so no {trained.key} is compared"
+            )
 
     def resume(self, path: str | Path | None = None, *, allow_change: bool = False) -> bool:
         """Continue from ``path`` (default: the run's last checkpoint); False if there is none.

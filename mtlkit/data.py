@@ -243,7 +243,9 @@ class DataSplits:
     ``summary`` is copied into the run's results (counts, skipped files, protocol).
     ``group_key`` names the ``meta`` entry whose values must never be on both sides of a split
     (a person under a subject-disjoint protocol): checkpoints record the training split's groups,
-    and evaluating or resuming on a test split that shares any of them is refused.
+    and evaluating or resuming on a test split that shares any of them is refused. Groups are
+    recorded and compared by name (``group_names``) within their ``group_source``, because an
+    index depends on which groups the data happens to list.
     """
 
     train: Dataset
@@ -252,6 +254,12 @@ class DataSplits:
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     group_key: str | None = None
+    group_names: Sequence[str] | None = None
+    """The name behind each ``meta[group_key]`` index (a person's id); None: the index is the
+    name (only right while the data lists the same groups)."""
+    group_source: str = ""
+    """Where the names are unique (``ck48``, ``manifest:<folder>``): one name in two sources is
+    two groups, so another data set sharing a name is not a leak."""
 
     def named(self) -> dict[str, Dataset]:
         """The splits that exist, by name."""

@@ -13,13 +13,14 @@ three kinds:
   weighter's name. Always an error naming the field and both values.
 
 Independently of the config, a checkpoint records which groups (subjects, sequences) it trained
-on; resuming or evaluating on a test split that holds any of them is an error.
+on, by name within their data source; resuming or evaluating on a test split that holds any of
+them is an error.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -164,19 +165,88 @@ def group_ids(meta: Mapping[str, Tensor], key: str | None) -> Tensor | None:
     return torch.unique(values[values >= 0])
 
 
-def check_no_overlap(
-    trained: Tensor | None, key: str | None, test: Tensor | None, split: str
-) -> None:
-    """Refuse a test split that shares any group with the checkpoint's training split."""
-    if trained is None or test is None or key is None:
-        return
-    shared = test[torch.isin(test, trained)]
+@dataclass(frozen=True)
+class Groups:
+    """The groups (people, recordings) a split holds, by name, and where the names are unique.
+
+    Names, not indices: an index depends on which groups the data lists, so dropping one person
+    from a manifest would shift every later index onto another person.
+    """
+
+    key: str
+    source: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(
+        cls, meta: Mapping[str, Tensor], key: str | None, names: Sequence[str] | None,
+        source: str,
+    ) -> Groups | None:
+        """The groups of a split's ``meta``; ``names[i]`` is index i's name (None: the index)."""
+        ids = group_ids(meta, key)
+        if ids is None or key is None:
+            return None
+        shown = [str(int(i)) if names is None else str(names[int(i)]) for i in ids]
+        return cls(key, source, tuple(shown))
+
+    def to_state(self) -> dict[str, Any]:
+        """How a checkpoint stores them (strings only: loads with ``weights_only=True``)."""
+        return {
+            "group_key": self.key, "group_source": self.source, "train_groups": list(self.names),
+        }
+
+    @classmethod
+    def from_state(cls, ckpt: Mapping[str, Any]) -> Groups | Tensor | None:
+        """A checkpoint's training groups: by name, or (written before names were stored) the
+        int64 index tensor, or None when it records none."""
+        key = str(ckpt.get("group_key") or "")
+        stored = ckpt.get("train_groups")
+        if not key or stored is None:
+            return None
+        if isinstance(stored, Tensor):
+            return stored
+        return cls(key, str(ckpt.get("group_source") or ""), tuple(str(n) for n in stored))
+
+    def where(self) -> str:
+        return f" of {self.source}" if self.source else ""
+
+
+def _listed(values: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+def check_no_overlap(trained: Groups, test: Groups, split: str) -> bool:
+    """Refuse a ``split`` that shares any group, by name, with the checkpoint's training split.
+
+    Returns False when the two come from different sources (another data set: nobody can be
+    compared, and names alike are different people), True when they were compared.
+    """
+    if trained.source != test.source or trained.key != test.key:
+        return False
+    seen = set(trained.names)
+    shared = [n for n in test.names if n in seen]
+    if shared:
+        raise CheckpointError(
+            f"the {split!r} split shares {len(shared)} of its {len(test.names)} {test.key}s with"
+            f" the checkpoint's training split ({test.key}s {_listed([repr(n) for n in shared])}"
+            f"{test.where()}): scoring them would leak training data into the result. Evaluate"
+            " on the split the run held out (same data, fold and seeds), or on data the run never"
+            " saw."
+        )
+    return True
+
+
+def check_no_overlap_by_index(trained: Tensor, key: str, test: Tensor, split: str) -> None:
+    """The check for a checkpoint that stores its groups as indices (written before names were
+    stored): right only while the data lists the same groups as in training."""
+    shared = test[torch.isin(test, trained.long())]
     if shared.numel():
-        shown = ", ".join(str(int(v)) for v in shared[:5])
-        more = f" and {shared.numel() - 5} more" if shared.numel() > 5 else ""
         raise CheckpointError(
             f"the {split!r} split shares {shared.numel()} of its {test.numel()} {key}s with the"
-            f" checkpoint's training split ({key} ids {shown}{more}): scoring them would leak"
+            f" checkpoint's training split ({key} indices"
+            f" {_listed([str(int(v)) for v in shared])}; this checkpoint predates stored {key}"
+            " names, so they are compared by position in the data): scoring them would leak"
             " training data into the result. Evaluate on the split the run held out (same data,"
             " fold and seeds), or on data the run never saw."
         )

@@ -291,6 +291,7 @@ def write_shards(
         "info": splits.info,
         "summary": splits.summary,
         "group_key": splits.group_key,
+        "group_source": splits.group_source,
         "labels": {k: list(v) for k, v in (labels or {}).items()},
         "seed": seed,
     }
@@ -373,7 +374,10 @@ class ShardsData(DataModule):
             test=parts.get("test"),
             info={t: info.get(t, {}) for t in tasks},
             summary={**description.get("summary", {}), "storage": "stream", "shards": str(o.root)},
-            group_key=description.get("group_key"),
+            group_key=(key := description.get("group_key")),
+            # the people behind the group indices, when the writer could name them
+            group_names=(description.get("labels") or {}).get(key) if key else None,
+            group_source=str(description.get("group_source") or f"shards:{o.root}"),
         )
 
 

@@ -307,7 +307,15 @@ class FaceDataModule(FaceInputFiles, DataModule):
             # the unit the protocol keeps on one side: people, or recordings under
             # sequence-holdout (where the same people are on both sides by design)
             group_key="sequence" if o.protocol == "sequence-holdout" else "subject",
+            group_names=table.sequences if o.protocol == "sequence-holdout" else table.subjects,
+            group_source=self.group_source(),
         )
+
+    def group_source(self) -> str:
+        """Where this source's subject names are unique: checkpoints compare people by name
+        within it, so another data set's "S01" is not this one's. The dataset's name by
+        default (a fixed data set like CK+); sources a user assembles add their folder."""
+        return self.dataset_name
 
     def _augmentation(self, layout: ImageLayout) -> Augmentation | None:
         options = augment_options(self.options.augment)

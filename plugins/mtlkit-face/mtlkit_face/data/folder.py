@@ -83,3 +83,7 @@ class ImageFolderData(FaceDataModule):
 
     def extra_summary(self) -> dict[str, Any]:
         return {"root": str(self._root), "folders": self.options.folders}
+
+    def group_source(self) -> str:
+        """The root folder: person folders are named by whoever assembled it."""
+        return f"{self.dataset_name}:{self._root.resolve()}"

@@ -231,3 +231,9 @@ class ManifestData(FaceDataModule):
 
     def extra_summary(self) -> dict[str, Any]:
         return {"manifest": str(Path(self.options.manifest).expanduser())}
+
+    def group_source(self) -> str:
+        """The manifest's folder, where its image paths resolve: another manifest over the same
+        images (a subject dropped, rows re-ordered) names the same people."""
+        folder = Path(self.options.manifest).expanduser().resolve().parent
+        return f"{self.dataset_name}:{folder}"

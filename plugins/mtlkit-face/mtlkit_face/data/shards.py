@@ -120,3 +120,7 @@ class FaceShardsData(FaceDataModule):
 
     def extra_summary(self) -> dict[str, Any]:
         return {"root": str(self._root), "shards": len(self._description["shards"])}
+
+    def group_source(self) -> str:
+        """The source the shards were written from (its people), else the shard folder."""
+        return str(self._description.get("group_source") or f"{self.dataset_name}:{self._root}")

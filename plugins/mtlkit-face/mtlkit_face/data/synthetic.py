@@ -105,5 +105,9 @@ class SyntheticFacesData(FaceDataModule):
             faces = draw(spec.take(slice(start, start + _CHUNK)), side, layout.chans)
             yield finish(faces, (layout.height, layout.width), o.noise, gen)
 
+    def group_source(self) -> str:
+        """Generated people are drawn from the seed: another seed draws other people."""
+        return f"{self.dataset_name}:seed={self.options.seed}"
+
     def extra_summary(self) -> dict[str, Any]:
         return {"generated_identities": self.options.num_identities}

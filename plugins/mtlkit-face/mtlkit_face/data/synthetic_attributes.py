@@ -221,6 +221,10 @@ class SyntheticAttributesData(FaceDataModule):
             chunks.append(finish(faces, (layout.height, layout.width), o.noise, gen))
         return torch.cat(chunks), list(range(len(records))), []
 
+    def group_source(self) -> str:
+        """Generated people are drawn from the seed: another seed draws other people."""
+        return f"{self.dataset_name}:seed={self.options.seed}"
+
     def extra_summary(self) -> dict[str, Any]:
         return {
             "generated_identities": self.options.num_identities,
