@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/mtlkit train configs/demo.yaml
+	$(VENV)/bin/mtlkit train configs/demo.yaml --overwrite
 
 demo-synthetic: $(STAMP)
-	$(VENV)/bin/mtlkit train configs/synthetic.yaml
+	$(VENV)/bin/mtlkit train configs/synthetic.yaml --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

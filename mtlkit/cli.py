@@ -7,9 +7,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from mtlkit import __version__
+from mtlkit.errors import ConfigError
 
 _EPILOG = """examples:
   mtlkit train configs/demo.yaml -o trainer.epochs=3 -o output_dir=runs/x
@@ -56,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         "--resume-if-possible",
         action="store_true",
         help="continue from <output_dir>/last.pt if it exists, else start afresh",
+    )
+    resume.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an output_dir that holds a run: its checkpoints and results are"
+        " deleted first (without this, --resume or --overwrite, a non-empty output_dir is an"
+        " error)",
     )
     tr.add_argument(
         "--allow-config-change",
@@ -243,22 +252,25 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.nproc is not None:
+        from mtlkit.config import load_config
         from mtlkit.distributed import launch
         from mtlkit.preempt import EXIT_INTERRUPTED
 
+        refuse_existing_run(Path(load_config(args.config, args.override).output_dir), args)
         code = launch(args.nproc, sys.argv[1:])
         if code == EXIT_INTERRUPTED:
             print(f"mtlkit: resume with: {_resume_command()}", file=sys.stderr)
         return code
-    import os
-    from pathlib import Path
-
     from mtlkit.config import load_config
     from mtlkit.preempt import INTERRUPT_FILE_ENV, TrainingInterrupted
     from mtlkit.trainer import Trainer
 
     config = load_config(args.config, args.override)
+    if int(os.environ.get("RANK", "0")) == 0:  # one rank looks before any rank writes
+        refuse_existing_run(Path(config.output_dir), args)
     trainer = Trainer(config)
+    if args.overwrite and trainer.is_main:
+        clear_run(trainer.run_dir)
     mode = "if-possible" if args.resume_if_possible else bool(args.resume)
     try:
         results = trainer.fit(resume=mode, allow_config_change=args.allow_config_change)
@@ -277,6 +289,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_FILES = ("last.pt", "best.pt", "results.json", "steps.jsonl", "steps.csv", "epochs.jsonl",
+             "training.png")
+"""What a run writes in its output_dir; ``--overwrite`` deletes these before starting afresh."""
+
+
+def refuse_existing_run(run_dir: Path, args: argparse.Namespace) -> None:
+    """Without ``--resume``, ``--resume-if-possible`` or ``--overwrite``, a non-empty output_dir
+    is an error: a fresh run there would replace another run's checkpoint, logs and results."""
+    if args.resume or args.resume_if_possible or args.overwrite or not run_dir.is_dir():
+        return
+    held = sorted(p.name for p in run_dir.iterdir())
+    if not held:
+        return
+    shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+    raise ConfigError(
+        f"output_dir {str(run_dir)!r} is not empty (it holds {shown}): pass --resume to continue"
+        " the run there, or --overwrite to start afresh and replace it (or choose another"
+        " output_dir)"
+    )
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete the previous run's files (:data:`RUN_FILES`), so none of them (a best.pt, a
+    results.json) is taken for the new run's; anything else in the folder is kept."""
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mtlkit.checkpoint import load_checkpoint
     from mtlkit.config import load_config
@@ -293,8 +333,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from mtlkit import predict as P
     from mtlkit.config import load_config
     from mtlkit.errors import ConfigError
@@ -386,10 +424,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _resume_command() -> str:
-    """This command line with ``--resume`` (and without ``--resume-if-possible``)."""
+    """This command line with ``--resume`` (without ``--resume-if-possible`` or
+    ``--overwrite``)."""
     import shlex
 
-    argv = [a for a in sys.argv[1:] if a not in ("--resume", "--resume-if-possible")]
+    argv = [
+        a for a in sys.argv[1:] if a not in ("--resume", "--resume-if-possible", "--overwrite")
+    ]
     return shlex.join(["mtlkit", *argv, "--resume"])
 
 

@@ -696,8 +696,9 @@ class SweepRunner:
             sys.executable, "-m", "mtlkit", "train", str(cell.dir / CELL_CONFIG),
             "-o", f"trainer.num_threads={threads}",
         ]
-        if state == "resume":
-            cmd.append("--resume-if-possible")
+        # a cell's folder holds its config and log: say what to do with the run there, as
+        # training in this process does (continue a checkpoint, else start afresh over it)
+        cmd.append("--resume-if-possible" if state == "resume" else "--overwrite")
         log = (cell.dir / LOG_FILE).open("ab")
         log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()

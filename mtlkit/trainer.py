@@ -82,6 +82,7 @@ class Trainer(Checkpointing):
             self.device = torch.device("cuda", self.dist.local_rank)
         self.is_main = self.dist.is_main
         self.run_dir = Path(config.output_dir)
+        self._made_dirs: list[Path] = []
         if self.is_main:
             self._check_output_dir()
         resolved = resolve_run(config, self.host)
@@ -209,6 +210,8 @@ class Trainer(Checkpointing):
             ) from exc
 
     def _check_output_dir(self) -> None:
+        # the folders this makes, deepest first: a failed --resume takes them away again
+        self._made_dirs = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             probe = self.run_dir / ".write-test"
@@ -218,6 +221,14 @@ class Trainer(Checkpointing):
             raise ConfigError(
                 f"output_dir: cannot write to {self.run_dir}: {exc.strerror or exc}"
             ) from None
+
+    def _remove_made_dirs(self) -> None:
+        """Remove the output folders this run made, while they are empty (nothing ran)."""
+        for folder in self._made_dirs:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): leave it
+                return
 
     def _optimizer(self) -> torch.optim.Optimizer:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -316,6 +327,7 @@ class Trainer(Checkpointing):
         t0 = time.perf_counter()
         resumed = bool(resume) and self.resume(allow_change=allow_config_change)
         if resume is True and not resumed:
+            self._remove_made_dirs()
             raise CheckpointError(
                 f"--resume: there is no checkpoint to resume at {self.run_dir / LAST}; check"
                 " output_dir, or pass --resume-if-possible to start afresh when there is none"

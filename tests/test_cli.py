@@ -168,3 +168,72 @@ def test_a_reader_that_leaves_early_ends_quietly(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(cli.sys, "stdout", type("Out", (), {"fileno": lambda self: 1})())
     assert cli.main(["plugins"]) == 141
     assert redirected == [1]
+
+
+# --- a run folder that already holds a run (issue 27 B2) ------------------------------------
+
+
+def _train_args(tmp_path: Path, *extra: str, **changes: object) -> list[str]:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path, **changes)))
+    return ["train", str(path), *extra]
+
+
+@pytest.mark.bad_input("run folder")
+def test_train_without_resume_over_an_interrupted_run_is_refused(
+    tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stopped run's folder (last.pt, steps.jsonl): a plain `mtlkit train` again must not
+    replace them; the error names both ways on."""
+    assert main(_train_args(tmp_path, trainer__max_steps=3)) == 0
+    run = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    capsys.readouterr()
+    assert main(_train_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "is not empty" in err and "--resume" in err and "--overwrite" in err, err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+@pytest.mark.bad_input("run folder")
+def test_train_of_another_data_set_into_a_finished_run_is_refused(
+    tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_train_args(tmp_path, trainer__epochs=1)) == 0
+    results = (tmp_path / "run" / "results.json").read_bytes()
+    assert main(_train_args(tmp_path, data__num_samples=96)) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "run" / "results.json").read_bytes() == results
+
+
+def test_overwrite_starts_afresh_and_removes_the_old_runs_files(
+    tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_train_args(tmp_path, trainer__epochs=1)) == 0
+    run = tmp_path / "run"
+    (run / "best.pt").write_bytes(b"an older run's best")
+    (run / "notes.txt").write_text("mine")
+    assert main(_train_args(tmp_path, "--overwrite", trainer__epochs=2)) == 0
+    assert not (run / "best.pt").exists()  # never taken for the new run's
+    assert (run / "notes.txt").read_text() == "mine"  # not a run file: kept
+    assert json.loads((run / "results.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.bad_input("run folder")
+def test_a_failed_resume_leaves_no_empty_folder(
+    tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "new" / "run"
+    args = _train_args(tmp_path, "--resume", output_dir=str(target))
+    assert main(args) == 2
+    assert "no checkpoint to resume" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_resume_hint_drops_overwrite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an interrupted `--overwrite` run, the printed command resumes (the two flags
+    cannot be given together)."""
+    from mtlkit.cli import _resume_command
+
+    monkeypatch.setattr(sys, "argv", ["mtlkit", "train", "c.yaml", "--overwrite"])
+    assert _resume_command() == "mtlkit train c.yaml --resume"
