@@ -115,7 +115,10 @@ class LoaderConfig(_Strict):
 
 
 class TrainerConfig(_Strict):
-    epochs: int = Field(1, ge=0)
+    epochs: int = Field(
+        1, ge=1, description="passes over the training split (to score a checkpoint without"
+        " training: mtlkit evaluate)"
+    )
     batch_size: int = Field(32, gt=0)
     eval_batch_size: int = Field(256, gt=0)
     max_steps: int | None = Field(None, gt=0, description="stop after this many steps")
@@ -154,6 +157,19 @@ class TrainerConfig(_Strict):
         description="parameter-gradient methods: the T per-task backwards as one vmapped backward"
         " (is_grads_batched; same values); measured no faster on CPU, see docs/weighting.md",
     )
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _no_untrained_result(cls, value: Any) -> Any:
+        """0 epochs trained nothing yet wrote the untrained model's metrics as a run's result
+        (exit 0); scoring a model without training is ``mtlkit evaluate``'s job."""
+        if value == 0 and not isinstance(value, bool):
+            raise ValueError(
+                "0 epochs would train nothing and write an untrained model's metrics as this"
+                " run's results; give 1 or more, or score a checkpoint with"
+                " 'mtlkit evaluate CONFIG --checkpoint PATH'"
+            )
+        return value
 
     @field_validator("progress", mode="before")
     @classmethod

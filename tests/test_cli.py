@@ -237,3 +237,15 @@ def test_the_resume_hint_drops_overwrite(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(sys, "argv", ["mtlkit", "train", "c.yaml", "--overwrite"])
     assert _resume_command() == "mtlkit train c.yaml --resume"
+
+
+@pytest.mark.bad_input("untrained result")
+def test_zero_epochs_is_refused_not_reported_as_a_result(
+    tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`trainer.epochs=0` trained nothing and wrote the untrained model's metrics as the run's
+    results with exit 0 (issue 27 B4); it is an error that says how to score without training."""
+    assert main(_train_args(tmp_path, "-o", "trainer.epochs=0")) == 2
+    err = capsys.readouterr().err
+    assert "trainer.epochs" in err and "untrained" in err and "mtlkit evaluate" in err, err
+    assert not (tmp_path / "run" / "results.json").exists()
