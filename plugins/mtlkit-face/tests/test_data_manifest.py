@@ -358,3 +358,49 @@ def test_non_image_file_is_not_an_image(tmp_path: Path) -> None:
     (tmp_path / "x.png").write_bytes(b"path,subject,expression\n")
     with pytest.raises(BadImage, match="is not an image PIL can read"):
         open_image(str(tmp_path / "x.png"))
+
+
+# --- a mistyped label (issue 27 B3) ------------------------------------------------------------
+
+
+def _typo_on_a_training_row(folder: Path) -> Path:
+    """Six people, fold 0 of 2 tests p0..p2; one of p4's rows says 'hapy' for 'happy'."""
+    path = build(folder, subjects=6)
+    text = path.read_text()
+    path.write_text(text.replace("p4,happy", "p4,hapy", 1))
+    return path
+
+
+@pytest.mark.bad_input("labels and split")
+def test_a_label_typo_on_a_training_row_is_named_not_silent(tmp_path: Path) -> None:
+    """`hapy` trained a 3-class head without a word; now a notice names it, its line, the label
+    it is close to and that it is never tested."""
+    with pytest.warns(UserWarning) as caught:
+        _, splits = setup(_typo_on_a_training_row(tmp_path), val_fraction=0.0)
+    notes = " | ".join(str(w.message) for w in caught)
+    assert "expression 'hapy' has 1 image(s) and is close to 'happy' (11 images)" in notes, notes
+    assert "faces.csv line 18" in notes and "'expressions' option" in notes, notes
+    assert "['hapy'] have no test images in fold 0" in notes, notes
+    assert splits.info["expression"]["class_names"] == ["happy", "hapy", "sad"]
+
+
+@pytest.mark.bad_input("labels and split")
+def test_the_class_list_makes_a_typo_an_error_with_the_close_name(tmp_path: Path) -> None:
+    expect(
+        _typo_on_a_training_row(tmp_path),
+        r"faces.csv line 18: unknown expression 'hapy'; expected one of \['happy', 'sad'\]"
+        r" \('hapy': did you mean 'happy'\?\)",
+        expressions=["happy", "sad"],
+    )
+
+
+def test_distinct_labels_of_any_size_give_no_typo_notice(tmp_path: Path) -> None:
+    """A small class whose name is close to no other (and that every split holds) is no typo."""
+    path = build(tmp_path, subjects=4)
+    with path.open("a") as f:
+        for s in range(4):
+            Image.new("L", (12, 12), 200 + s).save(tmp_path / "img" / f"q{s}.png")
+            f.write(f"img/q{s}.png,p{s},surprise\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        setup(path, val_fraction=0.0)

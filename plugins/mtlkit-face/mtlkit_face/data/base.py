@@ -22,8 +22,9 @@ from mtlkit_face.data.protocols import (
     build_protocol,
     check_split,
     warn_single_subject,
+    warn_unscored_classes,
 )
-from mtlkit_face.data.records import FaceRecord, RecordTable, index_records
+from mtlkit_face.data.records import FaceRecord, RecordTable, index_records, warn_label_typos
 from mtlkit_face.data.streaming import FileReader
 from mtlkit_face.data.transforms import (
     Augmentation,
@@ -223,10 +224,14 @@ class FaceDataModule(FaceInputFiles, DataModule):
             inputs, kept, bad = self.load_images(records, layout)
         skipped = skipped + bad
         warn_skipped(self.dataset_name, skipped)
-        self.table = table = index_records([records[i] for i in kept], o.expressions)
+        kept_records = [records[i] for i in kept]
+        self.table = table = index_records(kept_records, o.expressions)
         self.protocol = protocol = build_protocol(o)
         self.split_index = split = protocol.split(table)
         check_split(table, split, protocol, need_expressions="expression" in tasks)
+        if "expression" in tasks:
+            warn_label_typos(kept_records, o.expressions)
+            warn_unscored_classes(table, split, protocol)
         if "face_identity" in tasks:
             warn_single_subject(table, split, protocol)
 

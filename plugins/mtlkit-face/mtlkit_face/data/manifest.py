@@ -45,7 +45,8 @@ class ManifestOptions(FaceDataOptions):
     manifest: str
     """The CSV file; relative image paths are resolved against its folder."""
     expressions: list[str] | None = None
-    """Allowed expression classes in label order; an unknown expression is an error."""
+    """Allowed expression classes in label order; any other label is an error naming its line
+    (give it so a mistyped label cannot become a class of its own)."""
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -183,7 +184,8 @@ def read_manifest_table(
                 expression = cells["expression"]
                 if allowed is not None and expression not in allowed:
                     raise DataError(
-                        f"{where}: unknown expression {expression!r}; expected one of {expressions}"
+                        f"{where}: unknown expression {expression!r}; expected one of"
+                        f" {expressions}{_did_you_mean([expression], sorted(allowed))}"
                     )
                 for column in ("subject", "expression")[: 1 + has_expression]:
                     value = cells[column]

@@ -240,3 +240,23 @@ def warn_single_subject(table: RecordTable, split: SplitIndex, protocol: Protoco
                 f" metrics{hint}",
                 stacklevel=2,
             )
+
+
+def warn_unscored_classes(table: RecordTable, split: SplitIndex, protocol: Protocol) -> None:
+    """Warn on an expression class with no test or no validation images in this split.
+
+    Such a class is trained but never scored (test) or never seen by model selection
+    (validation); a class this small is often a mistyped label.
+    """
+    fold = getattr(protocol, "fold", 0)
+    for name, rows in (("test", split.test), ("validation", split.val)):
+        if not len(rows):
+            continue
+        seen = set(np.unique(table.expression_idx[rows]).tolist())
+        absent = [e for i, e in enumerate(table.expressions) if i not in seen]
+        if absent:
+            warnings.warn(
+                f"{protocol.name}: expression class(es) {absent} have no {name} images in fold"
+                f" {fold}: they are trained but their {name} accuracy is not measured",
+                stacklevel=3,
+            )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -103,3 +106,42 @@ def index_records(
         sequence_idx=np.array([q_pos[r.sequence] for r in records], dtype=np.int64),
         expression_idx=np.array([e_pos[r.expression] for r in records], dtype=np.int64),
     )
+
+
+RARE_SHARE = 0.05
+"""A class with at most this share of the largest class's images (or at most
+:data:`RARE_IMAGES`) is rare enough that a name close to another class's is likely a typo."""
+RARE_IMAGES = 2
+CLOSE = 0.75
+"""``difflib`` similarity above which two class names look like one name mistyped."""
+
+
+def warn_label_typos(records: Sequence[FaceRecord], expressions: Sequence[str] | None) -> None:
+    """Warn on an expression seen in very few images whose name is close to another class's.
+
+    Without a class list (``expressions``), every label found is a class, so a typo on one row
+    (``hapy`` for ``happy``) trains a class of its own without a word. Given the list, any other
+    label is already an error, so there is nothing to guess.
+    """
+    if expressions is not None:
+        return
+    counts = Counter(r.expression for r in records)
+    if len(counts) < 2:
+        return
+    largest = max(counts.values())
+    for label, n in sorted(counts.items()):
+        if n > max(RARE_IMAGES, RARE_SHARE * largest):
+            continue
+        others = [c for c in counts if c != label and counts[c] > n]
+        close = difflib.get_close_matches(label, others, n=1, cutoff=CLOSE)
+        if not close:
+            continue
+        where = [r.origin or r.path or "" for r in records if r.expression == label][:3]
+        shown = "; ".join(w for w in where if w)
+        warnings.warn(
+            f"expression {label!r} has {n} image(s) and is close to {close[0]!r}"
+            f" ({counts[close[0]]} images): a typo? It trains as a class of its own"
+            f"{f' ({shown})' if shown else ''}. Fix the label, or list the classes in the"
+            " dataset's 'expressions' option to make any other label an error",
+            stacklevel=3,
+        )
