@@ -183,6 +183,8 @@ class Trainer(Checkpointing):
         self._epoch_diag: Tensor | None = None
         self._epoch_diag_steps = 0
         self._epoch_t0 = time.perf_counter()
+        self._epoch_lines = False
+        self._bar: Any = None
 
     # --- construction ------------------------------------------------------------------------
     def _autocast(self) -> Any:
@@ -338,7 +340,9 @@ class Trainer(Checkpointing):
             self.log.truncate_after(0)
         total = self.total_steps()
         bar = self._progress(total, self.state.step)
-        self._epoch_lines = bar is None and self.is_main
+        # one line per epoch on a terminal too (above the bar), not only a transient bar
+        self._epoch_lines = self.is_main
+        self._bar = bar
         s = self.state
         try:
             with StopRequests(tc.handle_signals) as stop:
@@ -415,7 +419,10 @@ class Trainer(Checkpointing):
         s.history.append(row)
         self.log.log_epoch(row)
         if self._epoch_lines:
-            print(self._epoch_line(row), flush=True)
+            if self._bar is not None:
+                self._bar.write(self._epoch_line(row))
+            else:
+                print(self._epoch_line(row), flush=True)
         s.epoch += 1
         s.batch = 0
         self._epoch_sum, self._epoch_steps = None, 0

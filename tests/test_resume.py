@@ -150,6 +150,17 @@ def test_one_line_per_epoch_without_a_terminal(
     assert "loss a=" in lines[0] and "weight a=1.000" in lines[0] and "val a/accuracy=" in lines[0]
 
 
+def test_one_line_per_epoch_beside_the_progress_bar(
+    tmp_path: Path, host: PluginHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a terminal (a bar shown) training showed only the transient bar (issue 27 B): the
+    epoch lines with the validation metrics are written above it, as in logs."""
+    _run(tmp_path, host, trainer__epochs=2, trainer__progress="on")
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert len(lines) == 2 and lines[1].startswith("epoch 2/2")
+    assert "val a/accuracy=" in lines[1]
+
+
 def test_spelling_out_a_default_is_no_change(tmp_path: Path, host: PluginHost) -> None:
     _run(tmp_path, host, trainer__epochs=1)
     _resume(tmp_path, host, trainer__epochs=1, data__seed=0, data__noise=0.5)
