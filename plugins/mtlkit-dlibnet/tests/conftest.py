@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from mtlkit_dlibnet.weights import WeightsNotFoundError, locate_weights
+from mtlkit_face.testing import ck48_root
 
 
 @pytest.fixture(scope="session")
@@ -18,14 +18,6 @@ def weights_path() -> Path:
         return locate_weights()
     except WeightsNotFoundError as exc:
         pytest.skip(str(exc))
-
-
-def ck48_root() -> Path | None:
-    """The real CK+48 (MTLKIT_CK48, else ../shared/datasets/ck48 next to the repo), if present."""
-    env = os.environ.get("MTLKIT_CK48")
-    repo = Path(__file__).resolve().parents[3]
-    root = Path(env) if env else repo / ".." / "shared" / "datasets" / "ck48"
-    return root if root.is_dir() else None
 
 
 @pytest.fixture

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-
-def ck48_root() -> Path | None:
-    """The real CK+48 (MTLKIT_CK48, else ../shared/datasets/ck48 next to the repo), if present."""
-    env = os.environ.get("MTLKIT_CK48")
-    repo = Path(__file__).resolve().parents[3]
-    root = Path(env) if env else repo / ".." / "shared" / "datasets" / "ck48"
-    return root if root.is_dir() else None
+from mtlkit_face.testing import ck48_root
 
 
 @pytest.fixture
