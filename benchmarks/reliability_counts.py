@@ -2,7 +2,10 @@
 
 Runs ``pytest -m bad_input`` over ``tests`` and ``plugins/mtlkit-face/tests`` in this process
 with a small collector plugin. Every test marked ``bad_input(category)`` is one input tried:
-- passed: a named error (or, for inputs that must work, e.g. unusual image modes, handled);
+- passed: a named error (or, for inputs that must work, e.g. unusual image modes, handled; for
+  inputs that are legal but likely wrong, e.g. a rare label close to another class's, a notice
+  naming them; for data another source holds, e.g. another data set evaluated, scored with a
+  notice);
 - failed on an assertion (wrong exit code, no error, wrong message): a silent failure;
 - failed on any other exception (something escaped from deep inside): a bare traceback.
 Skipped tests (e.g. a check that needs hardware this machine lacks) are not counted as tried.
