@@ -161,7 +161,7 @@ SECTIONS = [
         " scores dlib's raw 128-d descriptor (cosine) on each fold's test pairs; no training"
         " touches it. Expression is a linear probe on the frozen descriptor trained on the"
         " training subjects with the study's optimizer and epochs. Command: `python"
-        " benchmarks/ck48_study.py --name ck48_pretrained_floor`.",
+        " benchmarks/ck48_study.py --name ck48_pretrained_floor --baseline frozen`.",
     ),
     (
         "ck48_pretrained_weighters",
