@@ -100,7 +100,6 @@ def _config(out: Path) -> dict[str, Any]:
     }
 
 
-@pytest.mark.slow
 def test_train_predict_and_export_onnx(weights_path: Path, tmp_path: Path) -> None:
     """A run on drawn faces trains, predicts, and exports an ONNX model that matches PyTorch
     (the exporter itself runs the check and fails on a mismatch)."""
