@@ -133,3 +133,19 @@ def test_train_predict_and_export_onnx(weights_path: Path, tmp_path: Path) -> No
     check = json.loads(sidecar_path(out).read_text())["check"]
     diffs = check["max_abs_diff"]
     assert diffs and max(diffs.values()) <= 1e-3, check
+
+
+def test_stages_split_for_the_branch_architecture() -> None:
+    """``feature_stages`` gives the split architectures dlib's levels, input scaling included,
+    and composing them is the trunk before its pooling."""
+    pytest.importorskip("mtlkit_arch")
+    from mtlkit_arch.stages import feature_stages
+
+    backbone = DlibFaceBackbone(DlibFaceOptions(pretrained=False, in_chans=1)).eval()
+    stages = feature_stages(backbone)
+    assert stages.names == ["stem", "level4", "level3", "level2", "level1", "level0"]
+    assert [tuple(s) for s in stages.shapes][-1] == (256, 2, 2)
+    x = torch.rand(2, 1, 150, 150)
+    with torch.no_grad():
+        pooled = stages.segment(0, len(stages.names))(x).mean(dim=(2, 3))
+        assert torch.allclose(backbone.net.fc(pooled), backbone(x), atol=1e-6)
