@@ -45,6 +45,8 @@ VERIF = OLD_VERIF
 """The verification metric of this report: :func:`use_protocol` sets it from the cells."""
 METRICS = [EXPR, VERIF, "expression/macro_f1", "face_identity/verification_auc"]
 ALPHA = 0.05
+UNIT = (0.0, 1.0)
+"""The range of the accuracies tabulated here: their intervals are cut to it."""
 GOAL = {EXPR: 0.95, VERIF: 0.97}
 """The study's accuracy goal over 10 folds (issue 12; issue 23 raises verification to 0.98)."""
 
@@ -260,7 +262,7 @@ def split_points(records: list[Record]) -> dict[str, Any]:
                                "minutes": describe([r.seconds / 60 for r in recs
                                                     if r.seconds is not None])}
         for m in (EXPR, VERIF):
-            row[m] = describe([v for v in (_test(r, m) for r in recs) if v is not None])
+            row[m] = describe([v for v in (_test(r, m) for r in recs) if v is not None], UNIT)
             row[f"{m} vs hps"] = compare(recs, hps, m, True) if hps and recs is not hps else None
         rows.append(row)
     return {"rows": rows}
@@ -617,8 +619,8 @@ def recipe_pairs(records: list[Record], other: list[Record]) -> list[dict[str, A
         for m in (EXPR, VERIF):
             rows.append({
                 "method": label, "metric": m, "pairs": len(common),
-                "this": describe([v for r in a if (v := _test(r, m)) is not None]),
-                "other": describe([v for r in b if (v := _test(r, m)) is not None]),
+                "this": describe([v for r in a if (v := _test(r, m)) is not None], UNIT),
+                "other": describe([v for r in b if (v := _test(r, m)) is not None], UNIT),
                 "paired": compare(a, b, m, True),
                 "minutes": minutes,
             })

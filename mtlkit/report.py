@@ -16,10 +16,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtlkit.errors import ConfigError
 from mtlkit.notices import notice
+
+if TYPE_CHECKING:
+    from mtlkit.task import MetricSpec
 
 TIES = 1e-12
 """Paired differences with ``|d| <= TIES * max(1, |reference|)`` count as ties."""
@@ -52,8 +55,17 @@ def t_quantile_975(df: int) -> float:
     )
 
 
-def describe(values: Sequence[float]) -> dict[str, Any]:
-    """``n``, ``mean``, sample ``std`` and the 95% t interval of the mean (None below 2 values)."""
+def describe(
+    values: Sequence[float], bounds: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    """``n``, ``mean``, sample ``std`` and the 95% t interval of the mean (None below 2 values).
+
+    With ``bounds`` (the range the metric cannot leave, e.g. ``(0, 1)`` for an accuracy) the
+    interval is cut to that range. The true mean lies in the range, so the cut interval holds
+    it whenever the t interval does: the same 95% coverage, without impossible values such as
+    an accuracy of 1.03 from two folds. A cut end marks an interval too wide to say much (with
+    n = 2 the t quantile is 12.7); mean, std and n never change.
+    """
     n = len(values)
     if n == 0:
         return {"n": 0, "mean": None, "std": None, "ci95": None}
@@ -62,7 +74,18 @@ def describe(values: Sequence[float]) -> dict[str, Any]:
         return {"n": 1, "mean": mean, "std": None, "ci95": None}
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
     half = t_quantile_975(n - 1) * std / math.sqrt(n)
-    return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"n": n, "mean": mean, "std": std, "ci95": [lo, hi]}
+
+
+def interval_cut(stats: dict[str, Any], bounds: Sequence[float] | None) -> bool:
+    """Whether :func:`describe` cut this interval at an end of ``bounds``."""
+    if bounds is None or not stats.get("ci95"):
+        return False
+    lo, hi = stats["ci95"]
+    return lo <= bounds[0] or hi >= bounds[1]
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -272,14 +295,13 @@ def _note_unlisted(folder: Path, cells: list[dict[str, Any]], listed: Any) -> No
         )
 
 
-def metric_directions(records: Sequence[Record]) -> dict[str, dict[str, bool]]:
-    """Per task id, the declared metrics and whether higher is better, from each task plugin's
-    ``metrics()`` (``loss``: lower). A task whose plugin does not load: a notice, and every
-    metric but ``loss`` counts as higher-is-better."""
+def metric_specs(records: Sequence[Record]) -> dict[str, dict[str, MetricSpec]]:
+    """Per task id, the metrics its plugin declares (``metrics()``), by name. A task whose
+    plugin does not load: a notice, and no declared metrics."""
     from mtlkit.plugins import get_plugin_manager
 
     host = get_plugin_manager()
-    out: dict[str, dict[str, bool]] = {}
+    out: dict[str, dict[str, MetricSpec]] = {}
     for rec in records:
         for spec in rec.config.get("tasks", []):
             tid = spec.get("id") or spec.get("name")
@@ -289,14 +311,46 @@ def metric_directions(records: Sequence[Record]) -> dict[str, dict[str, bool]]:
             try:
                 cls = host.tasks.resolve(spec["name"])
                 opts = cls.Options.model_validate(options)
-                declared = {m.name: m.higher_is_better for m in cls(tid, opts).metrics()}
+                out[tid] = {m.name: m for m in cls(tid, opts).metrics()}
             except Exception as exc:  # a plugin missing here: still report, with a guess
                 notice(
                     f"report: task {tid!r} ({spec.get('name')}): cannot load its plugin ({exc});"
-                    " taking every metric but loss as higher-is-better"
+                    " taking every metric but loss as higher-is-better, with no bounds"
                 )
-                declared = {}
-            out[tid] = {**declared, "loss": False}
+                out[tid] = {}
+    return out
+
+
+def metric_directions(
+    records: Sequence[Record], specs: dict[str, dict[str, MetricSpec]] | None = None
+) -> dict[str, dict[str, bool]]:
+    """Per task id, the declared metrics and whether higher is better (``loss``: lower); a task
+    whose plugin does not load counts every metric but ``loss`` as higher-is-better."""
+    specs = specs if specs is not None else metric_specs(records)
+    return {
+        tid: {**{n: m.higher_is_better for n, m in declared.items()}, "loss": False}
+        for tid, declared in specs.items()
+    }
+
+
+FRACTION_WORDS = frozenset({"accuracy", "auc", "f1", "precision", "recall", "tar"})
+"""Words of a metric name that make it a fraction in [0, 1] (``verification_auc``,
+``tar_at_far_1e-2``) when its plugin gives no bounds: an older run's metric the plugin no longer
+declares, or a plugin from before :attr:`MetricSpec.bounds`."""
+
+
+def metric_bounds(
+    specs: dict[str, dict[str, MetricSpec]], metrics: Sequence[str]
+) -> dict[str, tuple[float, float] | None]:
+    """Each ``task/metric``'s range: the declared :attr:`MetricSpec.bounds`, else ``(0, 1)``
+    for a name holding one of :data:`FRACTION_WORDS`, else None (no bound)."""
+    out: dict[str, tuple[float, float] | None] = {}
+    for metric in metrics:
+        task, _, name = metric.partition("/")
+        spec = specs.get(task, {}).get(name)
+        declared = spec.bounds if spec is not None else None
+        fraction = not FRACTION_WORDS.isdisjoint(name.lower().split("_"))
+        out[metric] = declared or ((0.0, 1.0) if fraction else None)
     return out
 
 
@@ -487,17 +541,24 @@ def build_report(
     baseline: str | None = None,
     directions: dict[str, dict[str, bool]] | None = None,
     trajectories: bool = True,
+    specs: dict[str, dict[str, MetricSpec]] | None = None,
 ) -> dict[str, Any]:
-    """Everything ``report.json`` holds, per context (a value of the sweep's override axes)."""
+    """Everything ``report.json`` holds, per context (a value of the sweep's override axes).
+
+    ``specs`` (default: from the task plugins, unless ``directions`` is given) supplies each
+    metric's bounds, to which intervals are cut (:func:`describe`)."""
     if not records:
         raise ConfigError("report: no finished cells (no results.json) to report on")
-    directions = directions if directions is not None else metric_directions(records)
+    if specs is None:
+        specs = metric_specs(records) if directions is None else {}
+    directions = directions if directions is not None else metric_directions(records, specs)
     chosen = list(metrics) if metrics else _default_metrics(records, directions)
     known = sorted({f"{t}/{m}" for r in records for t, ms in r.test.items() for m in ms})
     bad = [m for m in chosen if m not in known]
     if bad or not chosen:
         raise ConfigError(f"report: --metrics {bad or chosen}: not among the test metrics {known}")
     higher = {m: _higher(directions, m) for m in chosen}
+    bounds = metric_bounds(specs, chosen)
     labels = list(dict.fromkeys(r.label for r in records))
     if baseline is not None and baseline not in labels:
         raise ConfigError(
@@ -520,7 +581,9 @@ def build_report(
                 "cells": [r.name for r in rs],
                 "folds": sorted({json.dumps(r.fold) for r in rs}),
                 "stats": {
-                    m: describe([v for v in (_value(r, m) for r in rs) if v is not None])
+                    m: describe(
+                        [v for v in (_value(r, m) for r in rs) if v is not None], bounds[m]
+                    )
                     for m in chosen
                 },
                 "minutes": describe([r.seconds / 60 for r in rs if r.seconds is not None]),
@@ -560,6 +623,7 @@ def build_report(
     return {
         "metrics": chosen,
         "higher_is_better": higher,
+        "bounds": {m: list(b) if b is not None else None for m, b in bounds.items()},
         "baseline": baseline,
         "cells": len(records),
         "contexts": contexts,
@@ -596,7 +660,8 @@ def render_markdown(report: dict[str, Any], source: str, missing: Sequence[str] 
         f"# Sweep report: `{source}`",
         "",
         f"{report['cells']} finished cells, test split. Each entry: mean ± std"
-        " [95% t interval of the mean] over folds and seeds; ↑ higher is better, ↓ lower.",
+        " [95% t interval of the mean, cut to the metric's range where it has one] over folds"
+        " and seeds; ↑ higher is better, ↓ lower.",
     ]
     if missing:
         md += ["", f"Not finished (left out): {len(missing)} cell(s): "
@@ -621,6 +686,7 @@ def render_markdown(report: dict[str, Any], source: str, missing: Sequence[str] 
                 _f(minutes["mean"] * minutes["n"], 1) if minutes["n"] else "n/a",
             ]
             md.append("| " + " | ".join(row) + " |")
+        md += _interval_notes(ctx, metrics, report.get("bounds") or {})
         if has_dm:
             md += ["", "Δm%: the mean relative difference to the single-task cells of the same"
                    " fold and seed over the metrics above, sign-flipped for lower-is-better ones."]
@@ -646,6 +712,33 @@ def render_markdown(report: dict[str, Any], source: str, missing: Sequence[str] 
                     f" {_p(c['sign_p'])} | {_p(c['wilcoxon_p'])} |"
                 )
     return "\n".join(md) + "\n"
+
+
+def _interval_notes(
+    ctx: dict[str, Any], metrics: Sequence[str], bounds: dict[str, Any]
+) -> list[str]:
+    """Say where an interval was cut at the metric's range, and where n is too small for the
+    interval to mean much, instead of leaving a reader to find out."""
+    cut = [
+        (m["label"], k) for m in ctx["methods"] for k in metrics
+        if interval_cut(m["stats"][k], bounds.get(k))
+    ]
+    pairs = sorted({m["label"] for m in ctx["methods"] for k in metrics
+                    if m["stats"][k]["n"] == 2})
+    notes = []
+    if cut:
+        ranges = sorted({f"[{bounds[k][0]:g}, {bounds[k][1]:g}]" for _, k in cut})
+        notes.append(
+            f"{len(cut)} interval(s) reach past the metric's range ({', '.join(ranges)}) and are"
+            " cut at it; the cut end only says that the data cannot rule that end out."
+        )
+    if pairs:
+        notes.append(
+            f"n = 2 for {', '.join(f'`{p}`' for p in pairs)}: the t quantile with one degree"
+            " of freedom is 12.7, so their intervals are too wide to compare methods; use the"
+            " paired tests."
+        )
+    return ["", *notes] if notes else []
 
 
 # --- plots -----------------------------------------------------------------------------------
@@ -719,64 +812,105 @@ def _plot_static(plt: Any, report: dict[str, Any], ctx: dict[str, Any], path: Pa
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    return _save(plt, fig, path)
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*")
+"""Marker shapes of the trade-off plot: 11 shapes against 10 colours (coprime), so methods
+differ in shape and colour and hollow markers stay visible on top of each other."""
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 def _plot_tradeoff(plt: Any, report: dict[str, Any], ctx: dict[str, Any],
                    records: Sequence[Record], path: Path, title: str) -> Path | None:
+    fig = tradeoff_figure(plt, report, ctx, records, title)
+    return None if fig is None else _save(plt, fig, path)
+
+
+def tradeoff_figure(plt: Any, report: dict[str, Any], ctx: dict[str, Any],
+                    records: Sequence[Record], title: str) -> Any:
+    """The first two tasks' first metrics against each other, one point per cell. Each method
+    has its own hollow marker shape and colour, so points on the same spot (a verification
+    accuracy of 1.0 on several folds) show every method there; the legend sits outside."""
     by_task: dict[str, str] = {}
     for m in report["metrics"]:
         by_task.setdefault(m.partition("/")[0], m)
     if len(by_task) < 2:
         return None
     mx, my = list(by_task.values())[:2]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for m in ctx["methods"]:
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(5.6, 4.4), layout="constrained")
+    shown = 0
+    for j, m in enumerate(ctx["methods"]):
         recs = [r for r in records if r.context == ctx["context"] and r.label == m["label"]]
         pts = [(_value(r, mx), _value(r, my)) for r in recs]
         pts = [(x, y) for x, y in pts if x is not None and y is not None]
         if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=m["label"], s=18)
+            shown += 1
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=m["label"], s=30,
+                       marker=MARKERS[j % len(MARKERS)], facecolors="none",
+                       edgecolors=colors[j % len(colors)], linewidths=1.2, alpha=0.85)
     ax.set_xlabel(mx)
     ax.set_ylabel(my)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+              ncol=1 + shown // 24)
     ax.set_title(title or "one point per fold and seed", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _plot_weights(plt: Any, ctx: dict[str, Any], path: Path, title: str) -> Path | None:
+    fig = weights_figure(plt, ctx, title)
+    return None if fig is None else _save(plt, fig, path)
+
+
+def weights_figure(plt: Any, ctx: dict[str, Any], title: str, columns: int = 4) -> Any:
+    """Per method, the mean task weights over epochs (and the gradient cosine, dashed, where
+    the run logged it), in rows of ``columns`` panels. A task keeps its colour in every panel;
+    earlier tasks are drawn wider, so equal weights (one line on another) still show both;
+    every panel has its legend, since methods log different series."""
     fixed = {m["label"] for m in ctx["methods"] if m["kind"] in ("static", "single")}
     traj = {k: v for k, v in ctx["trajectories"].items() if k not in fixed}
     traj = traj or ctx["trajectories"]  # constant weights only when nothing else moves
     if not traj:
         return None
-    fig, axes = plt.subplots(1, len(traj), figsize=(3.6 * len(traj), 3.0), squeeze=False,
-                             sharey=True)
-    for ax, (label, t) in zip(axes[0], traj.items()):
+    keys = list(dict.fromkeys(k for t in traj.values() for k in t if k != "epoch"))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {k: colors[i % len(colors)] for i, k in enumerate(keys)}
+    tasks = [k for k in keys if not k.startswith("diag/")]
+    width = {k: 1.2 + 1.6 * (len(tasks) - 1 - i) / max(1, len(tasks) - 1)
+             for i, k in enumerate(tasks)}
+    ncols = min(columns, len(traj))
+    nrows = math.ceil(len(traj) / ncols)
+    # each panel its own y scale: one method's weights growing to 20 must not flatten the rest
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows), squeeze=False,
+                             layout="constrained")
+    dashed = False
+    for ax, (label, t) in zip(axes.flat, traj.items()):
         for key, col in t.items():
             if key == "epoch":
                 continue
             diag = key.startswith("diag/")
+            dashed |= diag
             ax.plot(t["epoch"], [math.nan if v is None else v for v in col],
-                    linestyle="--" if diag else "-",
+                    linestyle="--" if diag else "-", color=color[key],
+                    linewidth=1.2 if diag else width[key],
                     label="gradient cosine" if diag else key.partition("/")[2])
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("task weight; dashed: gradient cosine (epoch means)")
-    axes[0][-1].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+        ax.legend(fontsize=6)
+    for ax in axes.flat[len(traj):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("weight, cosine" if dashed else "task weight")
+    fig.suptitle(", ".join(x for x in (title, "epoch means") if x), fontsize=9)
+    return fig
 
 
 def write_report(

@@ -15,6 +15,8 @@ from mtlkit.options import Options
 
 MISSING_LABEL = -1
 """Integer target marking a sample that carries no label for a task."""
+UNIT = (0.0, 1.0)
+"""The bounds of a fraction (accuracy, F1, AUC): :attr:`MetricSpec.bounds`."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,9 @@ class MetricSpec:
 
     name: str
     higher_is_better: bool = True
+    bounds: tuple[float, float] | None = None
+    """The range the metric cannot leave (an accuracy: ``(0, 1)``), or None: ``mtlkit report``
+    cuts its intervals to it, so a mean near 1 over few folds has no interval above 1."""
 
 
 @dataclass

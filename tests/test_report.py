@@ -15,9 +15,13 @@ from mtlkit.cli import main
 from mtlkit.report import (
     build_report,
     collect,
+    describe,
+    metric_bounds,
     render_markdown,
     sign_test,
     t_quantile_975,
+    tradeoff_figure,
+    weights_figure,
     wilcoxon,
 )
 
@@ -309,3 +313,93 @@ def test_best_static_is_picked_on_validation(tmp_path: Path, host) -> None:
     ctx = build_report(records)["contexts"][0]
     assert (ctx["best_static"], ctx["best_static_split"]) == ("static:a=0.7", "test")
     assert "a test-set upper bound" in render_markdown(build_report(records), "runs")
+
+
+def test_interval_is_cut_to_the_metrics_range_and_mean_std_n_stay() -> None:
+    # two folds of accuracy 0.99 and 0.93: the t interval (t(1) = 12.7) runs to 1.23
+    raw, cut = describe([0.99, 0.93]), describe([0.99, 0.93], bounds=(0.0, 1.0))
+    assert raw["ci95"][1] > 1.2
+    assert cut["ci95"][0] == pytest.approx(raw["ci95"][0]) and cut["ci95"][1] == 1.0
+    assert {k: cut[k] for k in ("n", "mean", "std")} == {k: raw[k] for k in ("n", "mean", "std")}
+    both = describe([0.5, 0.1], bounds=(0.0, 1.0))["ci95"]  # wider than the range on both sides
+    assert both == [0.0, 1.0]
+
+
+def test_bounds_come_from_the_plugin_else_from_a_fraction_name(host) -> None:
+    from mtlkit.task import MetricSpec
+
+    specs = {"a": {"accuracy": MetricSpec("accuracy", bounds=(0.0, 1.0)),
+                   "score": MetricSpec("score", bounds=(-1.0, 1.0))}}
+    got = metric_bounds(specs, ["a/accuracy", "a/score", "a/loss", "b/verification_auc",
+                                "b/tar_at_far_1e-2", "b/verification_threshold"])
+    assert got == {"a/accuracy": (0.0, 1.0), "a/score": (-1.0, 1.0), "a/loss": None,
+                   "b/verification_auc": (0.0, 1.0), "b/tar_at_far_1e-2": (0.0, 1.0),
+                   "b/verification_threshold": None}
+
+
+def test_accuracy_intervals_of_two_folds_stay_in_unit_range(tmp_path: Path, host) -> None:
+    root = tmp_path / "runs"
+    for f, (a, b) in enumerate([(0.99, 0.60), (0.93, 0.70)]):
+        _cell(root, "equal", f, {"a": {"accuracy": a}, "b": {"accuracy": b}})
+    report = build_report(collect(root)[0])
+    stats = report["contexts"][0]["methods"][0]["stats"]
+    assert report["bounds"] == {"a/accuracy": [0.0, 1.0], "b/accuracy": [0.0, 1.0]}
+    for s in stats.values():
+        assert s["n"] == 2 and 0.0 <= s["ci95"][0] <= s["ci95"][1] <= 1.0
+    assert stats["a/accuracy"]["mean"] == pytest.approx(0.96)
+    md = render_markdown(report, "runs")
+    # both t intervals run past 1 (0.96 + 0.38, 0.65 + 0.64); the report says so, and that
+    # two cells are too few for the interval to compare methods
+    assert "2 interval(s) reach past the metric's range ([0, 1]) and are cut" in md
+    assert "n = 2 for `equal`" in md
+
+
+def _figure_text(fig: Any) -> list[str]:
+    return [t.get_text() for t in fig.findobj(lambda o: hasattr(o, "get_text"))]
+
+
+def test_weights_plot_labels_fit_every_panel_has_a_legend(runs: Path) -> None:
+    plt = pytest.importorskip("matplotlib.pyplot")
+    report = build_report(collect(runs)[0], metrics=["a/accuracy", "b/accuracy"],
+                          directions={"a": {}, "b": {}})
+    ctx = report["contexts"][0]
+    fig = weights_figure(plt, ctx, "", columns=1)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        panels = [ax for ax in fig.axes if ax.get_visible()]
+        assert len(panels) == 2  # equal and dyn; the static cells' constant weights left out
+        for ax in panels:
+            lines = [ln.get_label() for ln in ax.get_lines()]
+            assert ax.get_legend() is not None
+            assert [t.get_text() for t in ax.get_legend().get_texts()] == lines == ["a", "b"]
+            label = ax.yaxis.label
+            box = label.get_window_extent(renderer)
+            assert label.get_text() == "task weight"  # no dashed series drawn, none mentioned
+            assert box.x0 >= 0 and box.y0 >= 0 and box.y1 <= fig.bbox.height
+        assert not any("dashed" in t for t in _figure_text(fig))
+        # equal gives both tasks weight 1: the first line is wider, so neither hides the other
+        first, second = panels[0].get_lines()
+        assert first.get_linewidth() > second.get_linewidth()
+    finally:
+        plt.close(fig)
+
+
+def test_tradeoff_points_differ_in_marker_or_colour_per_method(runs: Path) -> None:
+    plt = pytest.importorskip("matplotlib.pyplot")
+    records = collect(runs)[0]
+    report = build_report(records, metrics=["a/accuracy", "b/accuracy"],
+                          directions={"a": {}, "b": {}})
+    fig = tradeoff_figure(plt, report, report["contexts"][0], records, "")
+    try:
+        ax = fig.axes[0]
+        styles = set()
+        for coll in ax.collections:
+            path = coll.get_paths()[0]
+            styles.add((path.vertices.tobytes(), tuple(coll.get_edgecolor()[0])))
+            assert len(coll.get_facecolor()) == 0  # hollow: a point under another still shows
+        assert len(styles) == len(ax.collections) == 4
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert sorted(legend) == ["dyn", "equal", "static:a=0.3", "static:a=0.7"]
+    finally:
+        plt.close(fig)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from mtlkit.options import Options
 from mtlkit.task import (
+    UNIT,
     MetricMeter,
     MetricSpec,
     Task,
@@ -78,7 +79,7 @@ class ClassificationTask(Task):
         )
 
     def metrics(self) -> list[MetricSpec]:
-        return [MetricSpec("accuracy"), MetricSpec("macro_f1")]
+        return [MetricSpec("accuracy", bounds=UNIT), MetricSpec("macro_f1", bounds=UNIT)]
 
     def new_meter(self) -> ConfusionMeter:
         return ConfusionMeter(self.num_classes, self.missing_label)

@@ -82,7 +82,7 @@ class HeadRollTask(Task):
         return [
             MetricSpec("mae", higher_is_better=False),
             MetricSpec("rmse", higher_is_better=False),
-            MetricSpec("within_tol"),
+            MetricSpec("within_tol", bounds=(0.0, 1.0)),
         ]
 
     def new_meter(self) -> AngleMeter:

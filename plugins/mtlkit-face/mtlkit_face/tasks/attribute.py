@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from mtlkit.builtin.classification import ClassificationOptions, ClassificationTask
 from mtlkit.errors import ConfigError
-from mtlkit.task import MetricMeter, MetricSpec
+from mtlkit.task import UNIT, MetricMeter, MetricSpec
 
 
 class BinaryAttributeMeter(MetricMeter):
@@ -62,7 +62,7 @@ class BinaryAttributeTask(ClassificationTask):
         return super().build_head(feature_dim, {**info, "num_classes": 2})
 
     def metrics(self) -> list[MetricSpec]:
-        return [MetricSpec("accuracy"), MetricSpec("balanced_accuracy"), MetricSpec("f1")]
+        return [MetricSpec(m, bounds=UNIT) for m in ("accuracy", "balanced_accuracy", "f1")]
 
     def new_meter(self) -> BinaryAttributeMeter:
         return BinaryAttributeMeter(self.missing_label)

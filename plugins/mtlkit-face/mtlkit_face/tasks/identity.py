@@ -20,6 +20,7 @@ from mtlkit import distributed as D
 from mtlkit.errors import CheckpointError, ConfigError
 from mtlkit.options import Options
 from mtlkit.task import (
+    UNIT,
     MetricMeter,
     MetricSpec,
     Task,
@@ -275,8 +276,8 @@ class FaceIdentityTask(Task):
 
     def metrics(self) -> list[MetricSpec]:
         """Identification, then each verification protocol's metrics, the headline first."""
-        return [MetricSpec("identification_accuracy")] + [
-            MetricSpec(metric_name(base, protocol))
+        return [MetricSpec("identification_accuracy", bounds=UNIT)] + [
+            MetricSpec(metric_name(base, protocol), bounds=UNIT)
             for protocol in self.pair_protocols
             for base in BASES
             if base != "num_pairs"
