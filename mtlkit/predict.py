@@ -531,12 +531,33 @@ def _position(
             f"pairs file {path} line {line}: {name!r} could not be read"
             f" ({predictions.skipped[name]})"
         )
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest_inputs(name, known)
+    hint = ""
+    if len(close) == 1:
+        hint = f" (did you mean {close[0]!r}?)"
+    elif close:
+        hint = f" (did you mean one of {', '.join(repr(c) for c in close)}?)"
     raise DataError(
         f"pairs file {path} line {line}: {name!r} is not one of the {len(known)} inputs{hint};"
         " name images as the output's 'path' column does"
     )
+
+
+def closest_inputs(name: str, known: Sequence[str]) -> list[str]:
+    """The inputs a pairs file probably meant by ``name``: those with its file name (a bare
+    ``face1.png`` for ``images/face1.png``, up to three), else the closest file name, else the
+    closest whole name. Whole paths alone never match a bare name: the folders dominate."""
+    base = os.path.basename(name)
+    same = [k for k in known if os.path.basename(k) == base]
+    if same:
+        return same[:_SHOWN]
+    by_base: dict[str, str] = {}
+    for k in known:
+        by_base.setdefault(os.path.basename(k), k)
+    close = difflib.get_close_matches(base, list(by_base), n=1)
+    if close:
+        return [by_base[close[0]]]
+    return difflib.get_close_matches(name, list(known), n=1)
 
 
 def score_pairs(

@@ -16,7 +16,7 @@ from torch import nn
 from mtlkit.builtin.classification import ClassificationTask
 from mtlkit.cli import main
 from mtlkit.export import SUFFIXES, TOLERANCE, run_exported, sidecar_path
-from mtlkit.predict import format_rows, output_paths, recorded_metrics
+from mtlkit.predict import closest_inputs, format_rows, output_paths, recorded_metrics
 from mtlkit.task import MetricMeter, MetricSpec, Task, class_columns
 
 from .conftest import tiny_config
@@ -297,3 +297,13 @@ def test_another_configs_checkpoint_is_noticed_in_the_commands_words(
     err = capsys.readouterr().err
     assert f"mtlkit: {wording} a checkpoint trained with another config:" in err
     assert "seed" in err and "evaluating" not in err
+
+
+def test_a_bare_file_name_is_matched_to_the_inputs_with_that_name() -> None:
+    known = ["data/images/face1.png", "data/images/face2.png", "other/face1.png"]
+    # whole-path difflib found nothing for a bare name: the folders outweigh it
+    assert closest_inputs("face1.png", known) == ["data/images/face1.png", "other/face1.png"]
+    assert closest_inputs("face2.png", known) == ["data/images/face2.png"]
+    assert closest_inputs("fase2.png", known) == ["data/images/face2.png"]  # a typo, by name
+    assert closest_inputs("data/images/face2.pgn", known) == ["data/images/face2.png"]
+    assert closest_inputs("zzz.txt", known) == []

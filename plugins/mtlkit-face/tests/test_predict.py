@@ -276,6 +276,21 @@ def test_pairs_naming_an_unknown_image(
 
 
 @pytest.mark.bad_input("predict or export")
+def test_pairs_naming_an_image_by_its_bare_file_name_get_the_path_as_hint(
+    face_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The docs promise the closest input name; a bare name must find the path it stands for."""
+    p = [str(x) for x in face_run["paths"]]
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"first,second\n{p[0]},face1.png\n")
+    out = tmp_path / "pred.csv"
+    expect_cli_error([*predict_args(face_run, *p, out=out), "--pairs", str(pairs)], capsys,
+                     "line 2", "'face1.png' is not one of the 6 inputs",
+                     f"did you mean {p[1]!r}?")
+    assert not out.exists()
+
+
+@pytest.mark.bad_input("predict or export")
 def test_pairs_file_without_the_columns(
     face_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
