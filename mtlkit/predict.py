@@ -97,6 +97,15 @@ class ReadsInputFiles(Protocol):
         ...
 
 
+@runtime_checkable
+class UsesDataInfo(Protocol):
+    """Optional for a :class:`ReadsInputFiles` dataset: the run's data info (as setup gave it,
+    or as the checkpoint stored it) before any file is read, e.g. the training images' own
+    format, so a file like them is prepared as training did and not reported as converted."""
+
+    def use_data_info(self, info: Mapping[str, Any]) -> None: ...
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -284,6 +293,8 @@ def input_reader(run: LoadedRun) -> ReadsInputFiles:
             f"dataset {trainer.config.data.name!r} ({resolved.cls.__name__}) cannot read input"
             " files for predict (it does not implement mtlkit.predict.ReadsInputFiles)"
         )
+    if isinstance(module, UsesDataInfo):
+        module.use_data_info(trainer.data.info)
     return module
 
 

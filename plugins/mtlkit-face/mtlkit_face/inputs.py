@@ -11,14 +11,18 @@ column, resolved and checked the same way).
 from __future__ import annotations
 
 import os
+import warnings
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from mtlkit.errors import DataError
 from mtlkit.predict import Conversion, InputFile, InputSample
-from mtlkit_face.data.images import BadImage, open_image, to_array
-from mtlkit_face.data.records import natural_key
+from mtlkit_face.data.images import BadImage, image_format, open_image, to_array
+from mtlkit_face.data.records import FaceRecord, natural_key
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm")
 """What a folder input is searched for (case-insensitive)."""
@@ -46,18 +50,71 @@ def mode_name(mode: str) -> str:
     return MODE_NAMES.get(mode, f"mode {mode}")
 
 
-def conversions(mode: str, size: tuple[int, int], chans: int, target: tuple[int, int]) -> tuple[
-    Conversion, ...
-]:
+def conversions(
+    mode: str,
+    size: tuple[int, int],
+    chans: int,
+    target: tuple[int, int],
+    native: tuple[str, tuple[int, int]] | None = None,
+) -> tuple[Conversion, ...]:
     """What an image of PIL ``mode`` and ``size`` (W, H) needs to become ``chans`` channels at
-    ``target`` (H, W): a mode conversion, a resize, both or nothing."""
+    ``target`` (H, W): a mode conversion, a resize, both or nothing. With ``native`` (the
+    training images' own mode and (W, H)), the preparation every training image had is no
+    conversion: a 48x48 grayscale CK+48 file fed to an RGB model at 64 px is read as training
+    read its images."""
     out: list[Conversion] = []
     wanted = "L" if chans == 1 else "RGB"
-    if mode != wanted:
+    if mode != wanted and (native is None or mode != native[0]):
         out.append(Conversion(f"{mode_name(mode)} to {mode_name(wanted)}"))
-    if (size[1], size[0]) != target:
+    if (size[1], size[0]) != target and (native is None or tuple(size) != tuple(native[1])):
         out.append(Conversion("resized", f"from {size[0]}x{size[1]} to {target[1]}x{target[0]}"))
     return tuple(out)
+
+
+SCANNED = 2000
+"""Training images whose headers a streamed data set checks for their format (all of them when
+the images are decoded into memory anyway)."""
+
+
+def note_training_formats(
+    dataset: str,
+    records: Sequence[FaceRecord],
+    chans: int,
+    target: tuple[int, int],
+    limit: int | None = None,
+) -> dict[str, Any] | None:
+    """The training images' common format (``{"mode", "size": [W, H]}``, None without files),
+    and one notice, as ``mtlkit predict`` gives, when some of them have another size or mode
+    and were converted to the model's input: their count and an example. Such an image is
+    silently different from the rest (a colour photo among grayscale frames)."""
+    formats: dict[int, tuple[str, tuple[int, int]]] = {}
+    for i, r in enumerate(records[:limit] if limit is not None else records):
+        if r.path is None:
+            continue
+        try:
+            formats[i] = image_format(r.path)
+        except BadImage:  # refused or skipped where the images are read
+            continue
+    if not formats:
+        return None
+    native = Counter(formats.values()).most_common(1)[0][0]
+    odd = {
+        i: conv for i, fmt in formats.items()
+        if fmt != native and (conv := conversions(*fmt, chans, target, native))
+    }
+    if odd:
+        first = next(iter(odd))
+        mode, (w, h) = formats[first]
+        shown = "; ".join(str(c) for c in odd[first])
+        checked = f" (headers of the first {limit} checked)" if limit is not None else ""
+        warnings.warn(
+            f"{dataset}: converted {len(odd)} of {len(formats)} training image(s) of another size"
+            f" or colour mode than the rest ({mode_name(native[0])} {native[1][0]}x"
+            f"{native[1][1]}){checked} to the model's input, e.g. {records[first].path}"
+            f" ({mode_name(mode)} {w}x{h}): {shown}",
+            stacklevel=3,
+        )
+    return {"mode": native[0], "size": list(native[1])}
 
 
 def _folder_images(folder: Path) -> list[Path]:
@@ -89,6 +146,15 @@ def _manifest_images(manifest: Path) -> list[InputFile]:
 class FaceInputFiles:
     """The :class:`mtlkit.predict.ReadsInputFiles` capability of the face datasets."""
 
+    _native: tuple[str, tuple[int, int]] | None = None
+
+    def use_data_info(self, info: Mapping[str, Any]) -> None:
+        """Take the training images' format (``info["input_format"]``, as setup recorded it):
+        a file in that format is prepared as training prepared its images, not converted."""
+        fmt = info.get("input_format")
+        if isinstance(fmt, Mapping) and fmt.get("mode") and len(fmt.get("size") or ()) == 2:
+            self._native = (str(fmt["mode"]), (int(fmt["size"][0]), int(fmt["size"][1])))
+
     def list_input_files(self, source: str) -> list[InputFile]:
         """The images ``source`` names: itself, a folder's images, or a manifest's rows."""
         path = Path(source).expanduser()
@@ -118,7 +184,7 @@ class FaceInputFiles:
         chans, size = int(like.shape[0]), (int(like.shape[1]), int(like.shape[2]))
         try:
             with open_image(path) as src:
-                changes = conversions(src.mode, src.size, chans, size)
+                changes = conversions(src.mode, src.size, chans, size, self._native)
                 array = to_array(src, chans, size, path)
         except BadImage as bad:
             raise DataError(str(bad)) from None

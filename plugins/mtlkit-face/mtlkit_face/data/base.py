@@ -34,7 +34,7 @@ from mtlkit_face.data.transforms import (
     augment_options,
     resolve_layout,
 )
-from mtlkit_face.inputs import FaceInputFiles
+from mtlkit_face.inputs import SCANNED, FaceInputFiles, note_training_formats
 from mtlkit_face.metrics.pair_protocols import PAIR_PROTOCOLS
 
 SUPPORTED_TARGETS = ("face_identity", "expression")
@@ -225,6 +225,10 @@ class FaceDataModule(FaceInputFiles, DataModule):
         skipped = skipped + bad
         warn_skipped(self.dataset_name, skipped)
         kept_records = [records[i] for i in kept]
+        native = note_training_formats(
+            self.dataset_name, kept_records, layout.chans, (layout.height, layout.width),
+            limit=SCANNED if stream else None,
+        )
         self.table = table = index_records(kept_records, o.expressions)
         self.protocol = protocol = build_protocol(o)
         self.split_index = split = protocol.split(table)
@@ -304,7 +308,11 @@ class FaceDataModule(FaceInputFiles, DataModule):
             train=train,
             val=parts["val"],
             test=parts["test"],
-            info={t: info_all[t] for t in dict.fromkeys(tasks)},
+            info={
+                **{t: info_all[t] for t in dict.fromkeys(tasks)},
+                # the training images' own format: predict prepares such files as training did
+                **({"input_format": native} if native else {}),
+            },
             summary={
                 **self._summary(table, split, layout, len(train_subjects), skipped),
                 "storage": "stream" if stream else "memory",

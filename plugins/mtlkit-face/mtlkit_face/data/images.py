@@ -157,6 +157,12 @@ def open_image(path: str) -> Image.Image:
     return im
 
 
+def image_format(path: str) -> tuple[str, tuple[int, int]]:
+    """PIL mode and (width, height) of an image, read from its header only."""
+    with _open(path) as im:
+        return im.mode, (im.width, im.height)
+
+
 def image_size(path: str) -> tuple[int, int]:
     """(height, width) of an image, read from its header only."""
     with _open(path) as im:
