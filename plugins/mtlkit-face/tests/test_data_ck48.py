@@ -85,7 +85,9 @@ def test_contract(tmp_path: Path) -> None:
 
 def test_targets_only_for_requested_tasks(tmp_path: Path) -> None:
     _, splits = load(fake_ck48(tmp_path / "ck"), ["expression"])
-    assert set(splits.train.targets) == {"expression"} and set(splits.info) == {"expression"}
+    # info: one entry per requested target, plus the training images' own format (predict)
+    assert set(splits.train.targets) == {"expression"}
+    assert set(splits.info) == {"expression", "input_format"}
     assert "expression" in splits.train.meta
 
 
