@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from mtlkit_dlibnet.weights import WeightsNotFoundError, locate_weights
-from mtlkit_face.testing import ck48_root
+from mtlkit_face.testing import ck48_root, drawn_faces
 
 
 @pytest.fixture(scope="session")
@@ -32,24 +31,4 @@ def ck48() -> Path:
 @pytest.fixture(scope="session")
 def faces() -> np.ndarray:
     """50 drawn RGB faces at 150 px."""
-    return synthetic_faces(50)
-
-
-def synthetic_faces(n: int, size: int = 150, seed: int = 0) -> np.ndarray:
-    """``n`` drawn RGB faces ``[n, size, size, 3]`` uint8 from the face plugin's renderer."""
-    from mtlkit_face.data.render import (
-        draw,
-        expression_params,
-        finish,
-        frame_specs,
-        identity_params,
-    )
-
-    rng = np.random.default_rng(seed)
-    names = ["anger", "happy", "surprise", "sadness"]
-    spec = frame_specs(
-        rng.integers(0, 6, n), rng.integers(0, len(names), n), identity_params(6, rng),
-        expression_params(names), 1.0, rng,
-    )
-    img = finish(draw(spec, 96, 3), (size, size), 0.02, torch.Generator().manual_seed(seed))
-    return img.permute(0, 2, 3, 1).numpy().copy()
+    return drawn_faces(50)
