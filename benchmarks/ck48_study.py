@@ -544,11 +544,17 @@ def plain_summary(c: dict[str, Any], by_label: dict[str, list[Record]], methods:
             for m in (EXPR, VERIF)}
     if all(best.values()):
         (e, ek), (v, vk) = best[EXPR], best[VERIF]
-        met = "met" if e >= GOAL[EXPR] and v >= GOAL[VERIF] else "not met"
+        # one model must reach both: the best of each task may be two different methods
+        both_met = sorted(k for k, v in means.items()
+                          if v[EXPR] is not None and v[VERIF] is not None
+                          and v[EXPR] >= GOAL[EXPR] and v[VERIF] >= GOAL[VERIF])
+        met = "met" if both_met else "not met"
+        by = (f" by {', '.join(f'`{k}`' for k in both_met)}" if both_met
+              else " by any one method")
         md.append(f"- The accuracy goal (expression >= {GOAL[EXPR]}, verification >="
-                  f" {GOAL[VERIF]}) is {met}"
-                  f" by this recipe: the best mean expression accuracy is {e:.3f} (`{ek}`), the"
-                  f" best verification accuracy {v:.3f} (`{vk}`).")
+                  f" {GOAL[VERIF]}, both by one model) is {met}{by} with this recipe: the best"
+                  f" mean expression accuracy is {e:.3f} (`{ek}`), the best verification"
+                  f" accuracy {v:.3f} (`{vk}`).")
     return "\n".join(md) + "\n"
 
 
