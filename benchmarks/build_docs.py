@@ -160,7 +160,19 @@ SECTIONS = [
         " for the dynamic weighter (`difficulty: loss_ratio`, each loss over its first value), not"
         " the paper's. Verification is the cross-sequence protocol of issue 23 throughout. The"
         " paper reports about 0.995 expression and 0.990 verification on CK+, picking the best"
-        " epoch on the test fold; nothing here is selected on a test fold.",
+        " epoch on the test fold; nothing here is selected on a test fold.\n\n"
+        "Reading (folds 0-5 of 10 so far, 2026-12-08; the table below is provisional until the"
+        " sweep finishes). Pretraining changes the picture from scratch, not the verdict: every"
+        " method gains (equal: expression 0.90, verification 0.93, against the untrained floors"
+        " 0.69 and 0.92), and the tasks pull the shared descriptor apart. Each single-task model"
+        " is the best at its own task (expression 0.966, verification 0.969); every multi-task"
+        " weighting trades one for the other along the static grid, and none beats single-task"
+        " learning on both. The dynamic unit with raw logits saturates within an epoch (weights"
+        " near 0 and 1): it gives almost all weight to identity, whose CosFace loss is the larger,"
+        " until identity's loss falls below expression's, then flips (`dynamic`: verification"
+        " 0.967, expression 0.662). The naive control does the opposite. mtlkit's scale-free"
+        " signal (`dynamic-ratio`) is not distracted by CosFace's scale, but it also saturates"
+        " and ends on expression (0.927 / 0.847): no better than a static weight of 0.1-0.3.",
     ),
     (
         "ck48_pretrained_floor",
