@@ -92,14 +92,20 @@ def test_handlers_are_restored_and_off_when_disabled() -> None:
 
 
 def test_a_repeat_within_the_grace_is_the_same_request_and_a_later_one_aborts() -> None:
-    with StopRequests() as stop:
-        stop._handle(signal.SIGTERM, None)
-        assert stop.requested()
-        stop._handle(signal.SIGTERM, None)  # the same request delivered twice (a launcher)
-        assert signal.getsignal(signal.SIGTERM) == stop._handle
-        stop._since -= REPEAT_GRACE_S + 1  # later: the user insists
-        with pytest.raises(KeyboardInterrupt):
-            stop._handle(signal.SIGINT, None)  # SIGINT's previous handler raises
+    # Python's own SIGINT handler, even where the test run was started with SIGINT ignored
+    # (a background job under nohup), so "the previous handler" is the one that raises
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with StopRequests() as stop:
+            stop._handle(signal.SIGTERM, None)
+            assert stop.requested()
+            stop._handle(signal.SIGTERM, None)  # the same request delivered twice (a launcher)
+            assert signal.getsignal(signal.SIGTERM) == stop._handle
+            stop._since -= REPEAT_GRACE_S + 1  # later: the user insists
+            with pytest.raises(KeyboardInterrupt):
+                stop._handle(signal.SIGINT, None)  # SIGINT's previous handler raises
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 @pytest.mark.bad_input("signal during training")
