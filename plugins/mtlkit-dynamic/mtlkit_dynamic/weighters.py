@@ -192,6 +192,18 @@ class DynamicWeighter(_DynamicWeightUnitWeighter):
         if self.options.difficulty == "loss_ratio":
             self.initial_losses = self.initial_losses.to(info.device)
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any, **kwargs: Any) -> None:
+        """A checkpoint of the other ``difficulty`` (a resume that changed it, allowed with
+        --allow-config-change) loads: ``loss`` ignores stored reference losses, ``loss_ratio``
+        without them takes its references from the next positive losses, as a new run does."""
+        key = prefix + "initial_losses"
+        if self.options.difficulty == "loss":
+            state_dict.pop(key, None)
+        elif key not in state_dict:
+            state_dict[key] = torch.full((self.num_tasks,), math.nan)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def difficulty(self, losses: Tensor) -> Tensor:
         """``d_i``: the loss itself, or its ratio to the task's first positive (global) loss."""
         if self.options.difficulty == "loss":

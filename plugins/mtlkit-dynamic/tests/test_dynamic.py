@@ -426,3 +426,18 @@ def test_loss_ratio_waits_for_a_positive_loss_and_resumes() -> None:
 def test_default_difficulty_is_the_authors_raw_loss() -> None:
     assert DynamicOptions().difficulty == "loss"
     assert "initial_losses" not in make(DynamicWeighter).state_dict()
+
+
+def test_a_resume_that_changes_the_difficulty_loads() -> None:
+    """--allow-config-change from one difficulty to the other: the state loads (no missing or
+    unexpected key); loss_ratio then takes fresh reference losses."""
+    raw = make(DynamicWeighter)
+    step(raw, features(0), torch.tensor([1.0, 2.0]))
+    ratio = make(DynamicWeighter, difficulty="loss_ratio")
+    ratio.load_state_dict(raw.state_dict())
+    assert torch.isnan(ratio.initial_losses).all()
+    step(ratio, features(1), torch.tensor([3.0, 1.0]))
+    assert torch.equal(ratio.initial_losses, torch.tensor([3.0, 1.0]))
+    back = make(DynamicWeighter)
+    back.load_state_dict(ratio.state_dict())
+    assert "initial_losses" not in back.state_dict()
