@@ -1,5 +1,9 @@
 """mtlkit-weighters: the multi-task weighting literature as mtlkit weighters.
 
+The methods, their registered names and their one-line summaries are listed once, in
+:data:`mtlkit_weighters.plugin.WEIGHTERS` (``mtlkit plugins`` prints them; the README's table gives
+each paper and its options). Every weighter class is importable from here by its class name.
+
 Importing the package is cheap (no torch): the entry point ``mtlkit_weighters.plugin`` only names
 ``"module:Class"`` targets, and each method lives in its own module, imported when first used.
 """
@@ -9,25 +13,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mtlkit_weighters.plugin import WEIGHTERS
+
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
-    "UncertaintyWeighter": "mtlkit_weighters.uncertainty",
-    "DWAWeighter": "mtlkit_weighters.dwa",
-    "RLWWeighter": "mtlkit_weighters.rlw",
-    "DTPWeighter": "mtlkit_weighters.dtp",
-    "FAMOWeighter": "mtlkit_weighters.famo",
-    "GradNormWeighter": "mtlkit_weighters.gradnorm",
-    "MGDAWeighter": "mtlkit_weighters.mgda",
-    "PCGradWeighter": "mtlkit_weighters.pcgrad",
-    "CAGradWeighter": "mtlkit_weighters.cagrad",
-    "IMTLWeighter": "mtlkit_weighters.imtl",
-    "NashMTLWeighter": "mtlkit_weighters.nash_mtl",
-    "AlignedMTLWeighter": "mtlkit_weighters.aligned_mtl",
-    "DBMTLWeighter": "mtlkit_weighters.db_mtl",
+    target.split(":")[1]: f"mtlkit_weighters.{target.split(':')[0]}"
+    for target, _summary in WEIGHTERS.values()
 }
+"""Class name -> its module, read from :data:`WEIGHTERS`."""
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["WEIGHTERS", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -39,7 +39,7 @@ WEIGHTERS: dict[str, tuple[str, str]] = {
                  "gradient sign dropout on the shared representation (Chen et al. 2020)"),
     "gradvac": ("gradvac:GradVacWeighter",
                 "gradient vaccine, EMA target cosines per task pair (Wang et al. 2021)"),
-    "config": ("config:ConFIGWeighter",
+    "config": ("conflict_free:ConFIGWeighter",
                "conflict-free direction U^+ 1, sum-of-projections length (Liu et al. 2024)"),
     "upgrad": ("upgrad:UPGradWeighter",
                "projections onto the dual cone of the gradients (Quinton & Rey 2024)"),

@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import mtlkit_weighters
 import pytest
 import torch
 from mtlkit_weighters.plugin import WEIGHTERS
@@ -17,7 +18,7 @@ from mtlkit.config import load_config
 from mtlkit.runlog import read_steps
 from mtlkit.trainer import Trainer
 
-from .conftest import NAMES, VARIANTS, host, variant_id
+from .conftest import CLASSES, NAMES, VARIANTS, host, variant_id
 
 
 def test_found_through_the_entry_point() -> None:
@@ -30,8 +31,17 @@ def test_found_through_the_entry_point() -> None:
     assert NAMES == sorted(WEIGHTERS)  # the tests' names come from the registry: all of them
     for name in NAMES:
         entry = h.weighters.entry(name)
-        assert entry.dist == "mtlkit-weighters" and entry.summary
-        assert h.weighters.resolve(name).__module__ == f"mtlkit_weighters.{name}"
+        assert entry.dist == "mtlkit-weighters" and entry.summary == WEIGHTERS[name][1]
+        cls = h.weighters.resolve(name)
+        assert f"{cls.__module__}:{cls.__qualname__}" == f"mtlkit_weighters.{WEIGHTERS[name][0]}"
+
+
+def test_the_package_exports_every_registered_class_and_nothing_else() -> None:
+    """``WEIGHTERS`` is the one list: the package's exports are read from it."""
+    classes = {cls.__name__ for cls in CLASSES.values()}
+    assert set(mtlkit_weighters.__all__) == {"WEIGHTERS", "__version__", *classes}
+    for name, cls in CLASSES.items():
+        assert getattr(mtlkit_weighters, cls.__name__) is cls, name
 
 
 def test_entry_point_module_does_not_import_torch() -> None:

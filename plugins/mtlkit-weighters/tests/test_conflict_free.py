@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mtlkit_weighters.config import ConFIGOptions, ConFIGWeighter
+from mtlkit_weighters.conflict_free import ConFIGOptions, ConFIGWeighter
 
 from mtlkit.testing import GRAD_KINDS, raw_grads
 

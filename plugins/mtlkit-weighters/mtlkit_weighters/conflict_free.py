@@ -1,5 +1,6 @@
 """ConFIG: Liu, Chu & Thuerey, "ConFIG: Towards Conflict-free Training of Physics Informed Neural
-Networks", ICLR 2025 (arXiv 2408.11104, 2024).
+Networks", ICLR 2025 (arXiv 2408.11104, 2024). Registered as ``weighter: {name: config}``; the
+module is named for what the method does, so that it does not read as configuration.
 
 With ``u_i = g_i / ||g_i||`` the unit task gradients (rows of U), the conflict-free direction is
 the minimum-norm ``d`` with the same projection on every ``u_i``,
