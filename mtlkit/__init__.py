@@ -26,6 +26,11 @@ _LAZY: dict[str, str] = {
     "TensorDataset": "mtlkit.data",
     "Batch": "mtlkit.data",
     "DataSplits": "mtlkit.data",
+    "ReadsInputFiles": "mtlkit.data",
+    "UsesDataInfo": "mtlkit.data",
+    "InputFile": "mtlkit.data",
+    "InputSample": "mtlkit.data",
+    "Conversion": "mtlkit.data",
     "MultiTaskModel": "mtlkit.model",
     "Trainer": "mtlkit.trainer",
     "RunConfig": "mtlkit.config",
@@ -44,7 +49,17 @@ if TYPE_CHECKING:  # pragma: no cover - static re-exports for type checkers
     from mtlkit.architecture import Architecture
     from mtlkit.backbone import Backbone
     from mtlkit.config import RunConfig, load_config
-    from mtlkit.data import Batch, DataModule, DataSplits, TensorDataset
+    from mtlkit.data import (
+        Batch,
+        Conversion,
+        DataModule,
+        DataSplits,
+        InputFile,
+        InputSample,
+        ReadsInputFiles,
+        TensorDataset,
+        UsesDataInfo,
+    )
     from mtlkit.functional import WeightedStep, backward, create_weighter
     from mtlkit.hookspecs import hookimpl
     from mtlkit.model import MultiTaskModel

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypedDict
+from typing import Any, ClassVar, Protocol, TypedDict, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -285,6 +285,71 @@ class DataModule(ABC):
 
         ``data_config`` is the backbone's preprocessing hints (``in_chans``, ``input_size``...).
         """
+
+
+# --- what a dataset implements for ``mtlkit predict`` ---------------------------------------
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file to predict on: where it is, and how output rows and pairs files name it."""
+
+    path: str
+    name: str
+    origin: str = ""
+    """Where it was listed (a manifest line), for messages; empty for a file or folder input."""
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """One change a file needed to become the model's input (a mode conversion, a resize)."""
+
+    kind: str
+    """The same for alike files, so they are counted together: ``colour (RGB) to grayscale``,
+    ``resized``."""
+    detail: str = ""
+    """This file's particulars: ``from 50x40``."""
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.detail}".strip()
+
+
+@dataclass(frozen=True)
+class InputSample:
+    """A file read for predict: the stored sample, and what was changed to make it fit."""
+
+    sample: Tensor
+    conversions: tuple[Conversion, ...] = ()
+    """Empty when the file already had the model's mode and size."""
+
+    def describe(self) -> str:
+        return "; ".join(str(c) for c in self.conversions)
+
+
+@runtime_checkable
+class ReadsInputFiles(Protocol):
+    """What a :class:`DataModule` implements so ``mtlkit predict`` can read new files the way it
+    read its training data."""
+
+    def list_input_files(self, source: str) -> list[InputFile]:
+        """The files a command-line input names (a file, a folder, a list); a DataError when it
+        names none."""
+        ...
+
+    def read_input_file(self, path: str, like: Tensor) -> InputSample | Tensor:
+        """One file as a stored sample shaped and typed like ``like`` (before ``prepare``), with
+        the conversions it needed (a bare Tensor: none); a DataError naming the file when it
+        cannot be read."""
+        ...
+
+
+@runtime_checkable
+class UsesDataInfo(Protocol):
+    """Optional for a :class:`ReadsInputFiles` dataset: the run's data info (as setup gave it,
+    or as the checkpoint stored it) before any file is read, e.g. the training images' own
+    format, so a file like them is prepared as training did and not reported as converted."""
+
+    def use_data_info(self, info: Mapping[str, Any]) -> None: ...
 
 
 def epoch_order(

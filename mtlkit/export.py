@@ -47,8 +47,8 @@ def inference_module(run: LoadedRun) -> tuple[nn.Module, list[str]]:
     """The run's model as a module returning a flat tuple of tensors, and the outputs' names."""
     from torch import nn
 
-    tasks = list(run.trainer.tasks)
-    model = run.trainer.model
+    tasks = list(run.built.tasks)
+    model = run.built.model
 
     class InferenceModel(nn.Module):
         """Backbone + heads -> every task's inference outputs, flattened in a fixed order."""
@@ -82,17 +82,17 @@ def example_inputs(run: LoadedRun, count: int = CHECK_SAMPLES) -> Tensor:
     seeded random samples of the stored layout, prepared as training prepared them."""
     import torch
 
-    data = run.trainer.data
+    data = run.built.data
     if run.from_checkpoint:
         split = data.train
         stored = run.layout.random_samples(max(2, count))
         prepare = split.prepare
         x = prepare(stored) if prepare is not None else stored.float()
-        return x.to(run.trainer.device)
+        return x.to(run.built.device)
     split = data.test if data.test is not None and len(data.test) else data.train
     n = max(2, min(count, len(split)))
     index = torch.arange(n) % len(split)
-    return split.batch(index)["input"].to(run.trainer.device)
+    return split.batch(index)["input"].to(run.built.device)
 
 
 def preprocessing(run: LoadedRun) -> dict[str, Any]:
@@ -257,7 +257,7 @@ def export_run(run: LoadedRun, fmt: str, out: str | Path, *, force: bool = False
         with torch.no_grad():
             reference = module(example)
         diffs = compare(reference, run_exported(fmt, tmp, example), names)
-        tasks = run.trainer.tasks
+        tasks = run.built.tasks
         outputs = []
         for name, ref in zip(names, reference):
             task_name, _, key = name.partition(".")
@@ -270,7 +270,7 @@ def export_run(run: LoadedRun, fmt: str, out: str | Path, *, force: bool = False
             "file": target.name,
             "input": preprocessing(run),
             "outputs": outputs,
-            "tasks": list(run.trainer.task_ids),
+            "tasks": list(run.built.task_ids),
             "checkpoint": {"path": str(run.checkpoint), "step": run.step},
             "class_names_and_layout_from": "checkpoint" if run.from_checkpoint else "data",
             "recorded_metrics": {"source": run.recorded_from, "val": run.recorded},

@@ -1,14 +1,14 @@
 """``mtlkit predict``: a trained run on new input files, one output row per file.
 
-The run is rebuilt from its config exactly as ``mtlkit evaluate`` rebuilds it, and the checkpoint
-is checked against it. The heads' class names and the input layout come from the data when it can
-be set up (and must then agree with the checkpoint's), else from the checkpoint alone
-(:func:`checkpoint_data`). Files are read by the run's dataset, so new images go through the same
-decoding as the training images; a dataset offers that by implementing :class:`ReadsInputFiles`,
-and says what it had to convert (another colour mode or size), which is counted and reported, or
-refused with ``strict_inputs``. Each task turns its head output into row values
-(:meth:`mtlkit.task.Task.predict`); nothing here knows which tasks exist. Torch and the trainer
-are imported inside the functions, so ``mtlkit --help`` stays fast.
+Only the model is rebuilt from the config (:func:`mtlkit.build.build_model`: no weighter,
+optimizer or run folder), and the checkpoint is checked against it. The heads' class names and
+the input layout come from the data when it can be set up (and must then agree with the
+checkpoint's), else from the checkpoint alone (:func:`checkpoint_data`). Files are read by the
+run's dataset, so new images go through the same decoding as the training images; a dataset offers
+that by implementing :class:`mtlkit.data.ReadsInputFiles` (also importable from here), and says
+what it had to convert (another colour mode or size), which is counted and reported, or refused
+with ``strict_inputs``. Each task turns its head output into row values
+(:meth:`mtlkit.task.Task.predict`); nothing here knows which tasks exist.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal
 
+from mtlkit.data import Conversion as Conversion  # the interface's old home: still importable
+from mtlkit.data import InputFile, InputSample, ReadsInputFiles, UsesDataInfo
 from mtlkit.errors import CapabilityError, CheckpointError, ConfigError, DataError
 from mtlkit.notices import notice
 
@@ -32,11 +34,11 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import Tensor
 
+    from mtlkit.build import BuiltModel
     from mtlkit.config import RunConfig
     from mtlkit.data import DataSplits
     from mtlkit.layout import InputLayout
     from mtlkit.plugins import PluginHost
-    from mtlkit.trainer import Trainer
 
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 """Output file suffix -> format."""
@@ -44,76 +46,15 @@ BadImagePolicy = Literal["error", "skip"]
 _SHOWN = 3
 
 
-@dataclass(frozen=True)
-class InputFile:
-    """One file to predict on: where it is, and how output rows and pairs files name it."""
-
-    path: str
-    name: str
-    origin: str = ""
-    """Where it was listed (a manifest line), for messages; empty for a file or folder input."""
-
-
-@dataclass(frozen=True)
-class Conversion:
-    """One change a file needed to become the model's input (a mode conversion, a resize)."""
-
-    kind: str
-    """The same for alike files, so they are counted together: ``colour (RGB) to grayscale``,
-    ``resized``."""
-    detail: str = ""
-    """This file's particulars: ``from 50x40``."""
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.detail}".strip()
-
-
-@dataclass(frozen=True)
-class InputSample:
-    """A file read for predict: the stored sample, and what was changed to make it fit."""
-
-    sample: Tensor
-    conversions: tuple[Conversion, ...] = ()
-    """Empty when the file already had the model's mode and size."""
-
-    def describe(self) -> str:
-        return "; ".join(str(c) for c in self.conversions)
-
-
-@runtime_checkable
-class ReadsInputFiles(Protocol):
-    """What a dataset implements so ``mtlkit predict`` can read new files the way it read its
-    training data."""
-
-    def list_input_files(self, source: str) -> list[InputFile]:
-        """The files a command-line input names (a file, a folder, a list); a DataError when it
-        names none."""
-        ...
-
-    def read_input_file(self, path: str, like: Tensor) -> InputSample | Tensor:
-        """One file as a stored sample shaped and typed like ``like`` (before ``prepare``), with
-        the conversions it needed (a bare Tensor: none); a DataError naming the file when it
-        cannot be read."""
-        ...
-
-
-@runtime_checkable
-class UsesDataInfo(Protocol):
-    """Optional for a :class:`ReadsInputFiles` dataset: the run's data info (as setup gave it,
-    or as the checkpoint stored it) before any file is read, e.g. the training images' own
-    format, so a file like them is prepared as training did and not reported as converted."""
-
-    def use_data_info(self, info: Mapping[str, Any]) -> None: ...
-
-
 # --- the run ---------------------------------------------------------------------------------
 
 
 @dataclass
 class LoadedRun:
-    """A run rebuilt from its config with a checkpoint's weights, in eval mode."""
+    """A run's model rebuilt from its config with a checkpoint's weights, in eval mode."""
 
-    trainer: Trainer
+    built: BuiltModel
+    """The model, its tasks and the data (or the checkpoint's stand-in) that sized its heads."""
     checkpoint: Path
     step: int
     recorded: dict[str, dict[str, Any]]
@@ -134,40 +75,41 @@ def load_run(
     *,
     purpose: Literal["predict", "export", "evaluate"] = "predict",
 ) -> LoadedRun:
-    """Build the run of ``config`` and load ``checkpoint`` into it (model weights only).
+    """Build the model of ``config`` and load ``checkpoint``'s weights into it.
 
-    The data is set up as for training when it can be; when it cannot (it is not on disk), the
-    class names and input layout the checkpoint stores stand in for it, with a notice. A missing
-    or unsafe file, a checkpoint of other tasks, heads of other sizes, and class names that
-    differ from the data's are errors naming what differs; ``purpose`` names the command in
-    notices.
+    Nothing else of the run is built (no weighter, optimizer or run folder). The data is set up
+    as for training when it can be; when it cannot (it is not on disk), the class names and input
+    layout the checkpoint stores stand in for it, with a notice. A missing or unsafe file, a
+    checkpoint of other tasks, heads of other sizes, and class names that differ from the data's
+    are errors naming what differs; ``purpose`` names the command in notices.
     """
+    from mtlkit.build import build_model
     from mtlkit.checkpoint import load_checkpoint
+    from mtlkit.checkpointing import check_checkpoint, load_weights
     from mtlkit.layout import InputLayout
-    from mtlkit.trainer import Trainer
 
     path = Path(checkpoint)
     state = load_checkpoint(path)
     try:
-        trainer = Trainer(config, host)
+        built = build_model(config, host)
     except DataError as exc:
         data, layout = checkpoint_data(state, config, str(exc))
         notice(
             f"{purpose}: the data could not be set up ({exc}); using the class names and input"
             f" layout ({layout.describe()}) stored in {path.name}"
         )
-        trainer = Trainer(config, host, data=data)
+        built = build_model(config, host, data=data)
         from_checkpoint = True
     else:
-        layout = InputLayout.measure(trainer.data.train)
+        layout = InputLayout.measure(built.data.train)
         from_checkpoint = False
-    trainer.check_checkpoint(state, purpose=purpose, split="")
-    _check_data_info(state, trainer)
-    trainer.load_state_dict(state, model_only=True)
-    trainer.model.eval()
+    check_checkpoint(state, built, purpose=purpose, split="")
+    _check_data_info(state, built)
+    load_weights(state, built, {"model": built.model})
+    built.model.eval()
     step = int(state.get("train_state", {}).get("step", 0))
     recorded, where = recorded_metrics(state, path)
-    return LoadedRun(trainer, path, step, recorded, where, layout, from_checkpoint)
+    return LoadedRun(built, path, step, recorded, where, layout, from_checkpoint)
 
 
 def checkpoint_data(
@@ -220,20 +162,20 @@ def checkpoint_data(
     return DataSplits(train=split, val=split, info=info), layout
 
 
-def _check_data_info(state: Mapping[str, Any], trainer: Trainer) -> None:
+def _check_data_info(state: Mapping[str, Any], built: BuiltModel) -> None:
     """The class names each head was trained with must be the data's now: a head of the same
     size over differently named or ordered classes would load and silently mislabel."""
     raw = state.get("data_info")
     if not isinstance(raw, str):
         notice(
             f"the checkpoint does not record its class names (an older run): predictions use the"
-            f" data's current ones ({trainer.config.data.name!r})"
+            f" data's current ones ({built.config.data.name!r})"
         )
         return
     stored = json.loads(raw)
-    for task, key in zip(trainer.tasks, trainer.target_keys):
+    for task, key in zip(built.tasks, built.target_keys):
         old = (stored.get(key) or {}).get("class_names")
-        new = (trainer.data.info.get(key) or {}).get("class_names")
+        new = (built.data.info.get(key) or {}).get("class_names")
         if old is not None and new is not None and list(old) != list(new):
             raise CheckpointError(
                 f"checkpoint does not fit this config: task {task.name!r} was trained on classes"
@@ -283,18 +225,16 @@ def recorded_metrics(
 
 def input_reader(run: LoadedRun) -> ReadsInputFiles:
     """The run's dataset, as the reader of new files (a CapabilityError when it cannot)."""
-    from mtlkit.config import resolve_run
-
-    trainer = run.trainer
-    resolved = resolve_run(trainer.config, trainer.host).data
+    built = run.built
+    resolved = built.resolved.data
     module = resolved.cls(resolved.options)
     if not isinstance(module, ReadsInputFiles):
         raise CapabilityError(
-            f"dataset {trainer.config.data.name!r} ({resolved.cls.__name__}) cannot read input"
-            " files for predict (it does not implement mtlkit.predict.ReadsInputFiles)"
+            f"dataset {built.config.data.name!r} ({resolved.cls.__name__}) cannot read input"
+            " files for predict (it does not implement mtlkit.ReadsInputFiles)"
         )
     if isinstance(module, UsesDataInfo):
-        module.use_data_info(trainer.data.info)
+        module.use_data_info(built.data.info)
     return module
 
 
@@ -378,16 +318,16 @@ def predict_files(
     import numpy as np
     import torch
 
-    trainer = run.trainer
+    built = run.built
     reader = input_reader(run)
     files = list_inputs(reader, sources)
     like = run.layout.like()
     strict = run.layout.describe() if strict_inputs else None
-    size = batch_size or trainer.config.trainer.eval_batch_size
+    size = batch_size or built.config.trainer.eval_batch_size
     rows: list[dict[str, Any]] = []
     good_rows: list[int] = []
     arrays: dict[str, list[np.ndarray]] = {}
-    outputs: dict[str, dict[str, list[Tensor]]] = {t.name: {} for t in trainer.tasks}
+    outputs: dict[str, dict[str, list[Tensor]]] = {t.name: {} for t in built.tasks}
     result = Predictions(rows=rows, arrays={})
     with torch.no_grad():
         for chunk in _batches(files, size):
@@ -409,7 +349,7 @@ def predict_files(
                     for kind in dict.fromkeys(c.kind for c in read.conversions):
                         counts = result.conversion_counts
                         counts[kind] = counts.get(kind, 0) + 1
-            predicted = iter(_run_batch(trainer, [x for _, x in good], outputs, arrays))
+            predicted = iter(_run_batch(built, [x for _, x in good], outputs, arrays))
             for item in chunk:
                 row: dict[str, Any] = {"index": len(rows), "path": item.name}
                 if item.name in result.skipped:
@@ -456,7 +396,7 @@ def conversion_notice(result: Predictions, total: int, model_input: str) -> str:
 
 
 def _run_batch(
-    trainer: Trainer,
+    built: BuiltModel,
     samples: list[Tensor],
     outputs: dict[str, dict[str, list[Tensor]]],
     arrays: dict[str, list[np.ndarray]],
@@ -468,11 +408,11 @@ def _run_batch(
     if not samples:
         return []
     stored = torch.stack(samples)
-    prepare = trainer.data.train.prepare
+    prepare = built.data.train.prepare
     x = prepare(stored) if prepare is not None else stored.float()
-    _, heads = trainer.model(x.to(trainer.device))
+    _, heads = built.model(x.to(built.device))
     rows: list[dict[str, Any]] = [{} for _ in samples]
-    for task in trainer.tasks:
+    for task in built.tasks:
         named = task.inference_outputs(heads[task.name])
         inference = {k: v.detach().cpu() for k, v in named.items()}
         for key, value in inference.items():
@@ -585,7 +525,7 @@ def score_pairs(
     second = torch.tensor([p[3] for p in pairs], dtype=torch.long)
     rows: list[dict[str, Any]] = [{"first": p[0], "second": p[1]} for p in pairs]
     scored = []
-    for task in run.trainer.tasks:
+    for task in run.built.tasks:
         columns = task.score_pairs(
             predictions.outputs[task.name],
             first,
@@ -601,7 +541,7 @@ def score_pairs(
                 row[f"{task.name}.{key}"] = value
     if not scored:
         raise CapabilityError(
-            f"--pairs: none of this run's tasks compares samples ({run.trainer.task_ids})"
+            f"--pairs: none of this run's tasks compares samples ({run.built.task_ids})"
         )
     if threshold is None:
         notice(f"pairs scored with the threshold recorded in {run.recorded_from}")

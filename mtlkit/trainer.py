@@ -1,251 +1,122 @@
-"""The training loop: builds a run from its config, trains, checkpoints, resumes, evaluates."""
+"""The training loop: runs a built run (mtlkit.build), trains, evaluates and writes results."""
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
 import json
 import math
-import os
 import platform
-import random
 import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from mtlkit import __version__
-from mtlkit import distributed as D
-from mtlkit import resume as R
-from mtlkit.architecture import Architecture, HeadSpec
+from mtlkit import __version__, distributed
+from mtlkit.build import build_run, join_job, start_process, total_steps
 from mtlkit.checkpoint import load_checkpoint
-from mtlkit.checkpointing import BEST, LAST, Checkpointing, TrainState
-from mtlkit.config import RunConfig, config_to_dict, resolve_run
+from mtlkit.checkpointing import BEST, LAST, Checkpointer, TrainState, resolved_config
+from mtlkit.config import RunConfig, config_to_dict
 from mtlkit.data import Batch, DataSplits, Loaded
-from mtlkit.errors import CheckpointError, ConfigError, MtlkitError, NonFiniteLossError
+from mtlkit.errors import CheckpointError, ConfigError, NonFiniteLossError
 from mtlkit.evaluation import evaluate_split, move_batch
 from mtlkit.gradients import DIAGNOSTICS, GradientEngine, StepResult
-from mtlkit.loading import BatchLoader, EpochPlan, merge_skips, resolve_loader
+from mtlkit.loading import BatchLoader, merge_skips, resolve_loader
 from mtlkit.notices import format_metric
 from mtlkit.notices import notice as _notice
-from mtlkit.optim import build_optimizer, build_scheduler
 from mtlkit.plugins import PluginHost, get_plugin_manager
 from mtlkit.preempt import StopRequests, TrainingInterrupted
+from mtlkit.resume import Change
 from mtlkit.runlog import RunLog, plot_history
-from mtlkit.task import MetricSpec, Task
-from mtlkit.weighter import Weighter, WeighterSetup
+from mtlkit.task import MetricSpec
 
 
-def _build_head(task: Task, info: dict[str, Any], width: int) -> nn.Module:
-    """Task ``task``'s head on ``width`` features (the architecture decides the width)."""
-    return task.build_head(width, info)
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed every RNG the loop touches; deterministic mode makes CPU runs bit-reproducible."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        if torch.backends.cudnn.is_available():
-            torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-class Trainer(Checkpointing):
-    """Owns model, tasks, weighter, optimizer and scheduler for one run directory."""
+class Trainer:
+    """Runs one built run (:func:`mtlkit.build.build_run`) in its run directory: the loop,
+    evaluation, results, and checkpoints through its :class:`~mtlkit.checkpointing.Checkpointer`.
+    """
 
     def __init__(
         self, config: RunConfig, host: PluginHost | None = None, data: DataSplits | None = None
     ) -> None:
-        """``data``: splits to use instead of setting up the config's dataset (predict and export
-        build the model from a checkpoint's stored class names and input layout this way)."""
+        """``data``: splits to use instead of setting up the config's dataset."""
         self.config = config
         self.host = host or get_plugin_manager()
         tc = config.trainer
-        if tc.num_threads:
-            torch.set_num_threads(tc.num_threads)
-        seed_everything(config.seed, tc.deterministic)
-        self.device = torch.device(tc.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("trainer.device: CUDA was requested but is not available")
-        if tc.precision == "fp16" and self.device.type != "cuda":
-            raise ConfigError("trainer.precision: fp16 needs a CUDA device; use bf16 on CPU")
-        self.dist = D.init(self.device)
-        if self.dist.enabled and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
+        self.device, self.dist = join_job(start_process(config))
         self.is_main = self.dist.is_main
         self.run_dir = Path(config.output_dir)
-        self._made_dirs: list[Path] = []
-        if self.is_main:
-            self._check_output_dir()
-        resolved = resolve_run(config, self.host)
-        self._harmless = R.declared_harmless(resolved)
-        self._resolved = resolved
-        self.backbone = self._build(resolved.backbone, "backbone", lambda c, o: c(o))
-        self.task_ids = config.task_ids()
-        self.target_keys = [t.target_key for t in config.tasks]
-        self.tasks: list[Task] = [
-            self._build(resolved.tasks[tid], f"tasks.{i}", lambda c, o, tid=tid: c(tid, o))
-            for i, tid in enumerate(self.task_ids)
-        ]
-        if data is None:
-            data_module = self._build(resolved.data, "data", lambda c, o: c(o))
-            data = data_module.setup(self.target_keys, self.backbone.data_config())
-        self.data: DataSplits = data
-        self._input_layout: str | None = None
-        heads: dict[str, HeadSpec] = {}
-        for task, key in zip(self.tasks, self.target_keys):
-            if key not in self.data.train.targets:
-                raise ConfigError(
-                    f"tasks: dataset {config.data.name!r} provides no target {key!r};"
-                    f" it has {sorted(self.data.train.targets)} (set the task's 'target')"
-                )
-            heads[task.name] = functools.partial(
-                _build_head, task, self.data.info.get(key, {})
-            )
-        self.model: Architecture = self._build(
-            resolved.architecture, "architecture", lambda c, o: c(self.backbone, heads, o)
-        ).to(self.device)
-        self.weighter: Weighter = self._build(
-            resolved.weighter, "weighter", lambda c, o: c(self.task_ids, o)
-        )
-        example = self.data.train.batch(torch.arange(1))["input"].to(self.device)
-        self.weighter.setup(
-            WeighterSetup(
-                feature_dim=self.model.representation_dim(example),
-                shared_numel=sum(p.numel() for p in self.model.shared_parameters()),
-                device=self.device,
-            )
-        )
-        self.weighter.to(self.device)
-        self.ddp: nn.Module | None = None
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
-            self._sync_weighter()
-        self.scaler = torch.amp.GradScaler("cuda") if tc.precision == "fp16" else None
+        self._made_dirs = make_output_dir(self.run_dir) if self.is_main else []
+        built = self.built = build_run(config, self.host, self.device, self.dist, data)
+        self.backbone, self.tasks, self.data = built.backbone, built.tasks, built.data
+        self.task_ids, self.target_keys = built.task_ids, built.target_keys
+        self.model, self.weighter, self.ddp = built.model, built.weighter, built.ddp
+        self.optimizer, self.scheduler, self.scaler = built.optimizer, built.scheduler, built.scaler
+        self.plan, self.steps_per_epoch = built.plan, built.steps_per_epoch
         self.engine = GradientEngine(
-            self.model,
-            self.tasks,
-            self.weighter,
-            self.target_keys,
-            forward_module=self.ddp,
-            autocast=self._autocast,
-            scaler=self.scaler,
-            diagnostics_every=tc.diagnostics,
+            self.model, self.tasks, self.weighter, self.target_keys, forward_module=self.ddp,
+            autocast=self._autocast, scaler=self.scaler, diagnostics_every=tc.diagnostics,
             batched_backward=tc.batched_backward,
         )
-        self.optimizer = self._optimizer()
-        in_optimizer = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
-        self._weighter_own = [
-            p for p in self.weighter.parameters() if p.requires_grad and id(p) not in in_optimizer
-        ]
-        self.plan = EpochPlan(
-            self.data.train, tc.batch_size, config.seed, self.dist.rank, self.dist.world_size
-        )
-        per_rank = self.plan.per_rank
-        self.steps_per_epoch = self.plan.num_batches
-        if self.steps_per_epoch == 0:
-            raise ConfigError(
-                f"data: the training split gives this process no samples ({len(self.data.train)}"
-                f" samples, {self.dist.world_size} processes)"
-            )
         self.loader_settings = resolve_loader(tc.loader, self.data.train, self.device)
         self._loaders: dict[str, BatchLoader] = {}
-        self.scheduler = self._scheduler()
-        # the config's hyperparameters per group (with the schedule's initial_lr), re-applied
-        # over a checkpoint's on resume
-        self._group_hparams = [
-            {k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups
-        ]
         self.state = TrainState()
         self.log = RunLog(
             self.run_dir, self.task_ids, tc.log_format, tc.log_every, enabled=self.is_main,
             extra_columns=DIAGNOSTICS if tc.diagnostics else (),
         )
+        self.checkpointer = Checkpointer(built, self.run_dir, self.log, is_main=self.is_main)
         self._check_select_metric()
-        if tc.batch_size > per_rank and self.is_main:
-            _notice(
-                f"trainer.batch_size {tc.batch_size} is larger than the training set"
-                f" ({per_rank} samples per process): every epoch is one batch of {per_rank}"
-            )
-        self._epoch_sum: Tensor | None = None
-        self._epoch_steps = 0
-        self._epoch_diag: Tensor | None = None
-        self._epoch_diag_steps = 0
-        self._epoch_t0 = time.perf_counter()
+        self._notice_small_training_set()
+        self._start_epoch_sums()
         self._epoch_lines = False
         self._bar: Any = None
 
-    # --- construction ------------------------------------------------------------------------
+    # --- checkpoints (see Checkpointer) --------------------------------------------------------
+    def save(self, name: str = LAST) -> Path:
+        """Write the run's checkpoint ``name`` (rank 0; every rank waits)."""
+        return self.checkpointer.save(self.state, name)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.checkpointer.state_dict(self.state)
+
+    def load_state_dict(self, ckpt: dict[str, Any], *, model_only: bool = False) -> None:
+        """Restore a checkpoint; ``model_only``: the weights, leaving optimizer and loop alone."""
+        state = self.checkpointer.load(ckpt, model_only=model_only)
+        if state is not None:
+            self.state = state
+
+    def check_checkpoint(
+        self, ckpt: dict[str, Any], *, purpose: str, split: str = "test", allow_change: bool = False
+    ) -> list[Change]:
+        """See :func:`mtlkit.checkpointing.check_checkpoint`."""
+        return self.checkpointer.check(
+            ckpt, purpose=purpose, split=split, allow_change=allow_change
+        )
+
+    def resume(self, path: str | Path | None = None, *, allow_change: bool = False) -> bool:
+        """Continue from ``path`` (default: the run's last checkpoint); False if there is none."""
+        state = self.checkpointer.resume(path, allow_change=allow_change)
+        if state is None:
+            return False
+        self.state = state
+        return True
+
+    @property
+    def resolved_config(self) -> dict[str, Any]:
+        """The run's config with every plugin option's default filled in (as it is now)."""
+        return resolved_config(self.built)
+
+    # --- the loop's helpers ------------------------------------------------------------------
     def _autocast(self) -> Any:
         precision = self.config.trainer.precision
         if precision == "32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
-
-    def _sync_weighter(self) -> None:
-        """Start every rank from rank 0's weighter parameters and buffers."""
-        import torch.distributed as dist
-
-        for t in [*self.weighter.parameters(), *self.weighter.buffers()]:
-            dist.broadcast(t.data, src=0)
-
-    def _build(self, resolved: Any, where: str, make: Any) -> Any:
-        try:
-            return make(resolved.cls, resolved.options)
-        except MtlkitError:
-            raise
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(
-                f"{where}: {resolved.cls.__name__} ({resolved.entry_dist}): {exc}"
-            ) from exc
-
-    def _check_output_dir(self) -> None:
-        # the folders this makes, deepest first: a failed --resume takes them away again
-        self._made_dirs = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(
-                f"output_dir: cannot write to {self.run_dir}: {exc.strerror or exc}"
-            ) from None
-
-    def _remove_made_dirs(self) -> None:
-        """Remove the output folders this run made, while they are empty (nothing ran)."""
-        for folder in self._made_dirs:
-            try:
-                folder.rmdir()
-            except OSError:  # not empty (or gone): leave it
-                return
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        scale = self.config.optimizer.shared_lr_scale
-        groups: list[dict[str, Any]] = [{"params": trainable}]
-        if scale != 1.0:  # a slower trunk: fine-tuning a pretrained backbone
-            shared = {id(p) for p in self.model.shared_parameters()}
-            # heads first: the logged lr (the first group's) stays the configured schedule
-            groups = [
-                {"params": [p for p in trainable if id(p) not in shared]},
-                {"params": [p for p in trainable if id(p) in shared],
-                 "lr": self.config.optimizer.lr * scale},
-            ]
-            groups = [g for g in groups if g["params"]]
-        return build_optimizer(self.config.optimizer, groups + self.weighter.param_groups())
 
     def loader(self, split: str) -> BatchLoader:
         """The batch loader of a split, made once, so persistent workers serve every epoch."""
@@ -256,15 +127,7 @@ class Trainer(Checkpointing):
         return self._loaders[split]
 
     def total_steps(self) -> int:
-        total = self.steps_per_epoch * self.config.trainer.epochs
-        if self.config.trainer.max_steps is not None:
-            total = min(total, self.config.trainer.max_steps)
-        return total
-
-    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
-        return build_scheduler(
-            self.config.scheduler, self.optimizer, self.total_steps(), self.steps_per_epoch
-        )
+        return total_steps(self.config, self.steps_per_epoch)
 
     # --- training ----------------------------------------------------------------------------
     def _progress(self, total: int, initial: int) -> Any:
@@ -295,12 +158,12 @@ class Trainer(Checkpointing):
                 f"{exc} (epoch {s.epoch}); the last good checkpoint is kept in {self.run_dir}"
                 " (set trainer.on_nonfinite=skip to skip such batches)"
             ) from None
-        D.all_mean_grads(list(self.weighter.parameters()))
+        distributed.all_mean_grads(list(self.weighter.parameters()))
         clip = self.config.trainer.grad_clip
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
             scale = self.scaler.get_scale()
-            for p in self._weighter_own:
+            for p in self.built.weighter_own:
                 if p.grad is not None:
                     p.grad.div_(scale)
         if clip is not None:
@@ -329,7 +192,7 @@ class Trainer(Checkpointing):
         t0 = time.perf_counter()
         resumed = bool(resume) and self.resume(allow_change=allow_config_change)
         if resume is True and not resumed:
-            self._remove_made_dirs()
+            remove_made_dirs(self._made_dirs)
             raise CheckpointError(
                 f"--resume: there is no checkpoint to resume at {self.run_dir / LAST}; check"
                 " output_dir, or pass --resume-if-possible to start afresh when there is none"
@@ -425,11 +288,17 @@ class Trainer(Checkpointing):
                 print(self._epoch_line(row), flush=True)
         s.epoch += 1
         s.batch = 0
-        self._epoch_sum, self._epoch_steps = None, 0
-        self._epoch_diag, self._epoch_diag_steps = None, 0
-        self._epoch_t0 = time.perf_counter()
+        self._start_epoch_sums()
         if tc.checkpoint_epochs and s.epoch % tc.checkpoint_epochs == 0:
             self.save(LAST)
+
+    def _start_epoch_sums(self) -> None:
+        """Zero the epoch's sums of losses, weights and diagnostics, and start its clock."""
+        self._epoch_sum: Tensor | None = None
+        self._epoch_steps = 0
+        self._epoch_diag: Tensor | None = None
+        self._epoch_diag_steps = 0
+        self._epoch_t0 = time.perf_counter()
 
     def _train_means(self) -> dict[str, float]:
         """The epoch's mean ``loss/<task>``, ``weight/<task>`` and diagnostics, kept in
@@ -466,6 +335,14 @@ class Trainer(Checkpointing):
         if shown:
             parts.append("val " + " ".join(shown))
         return "  ".join(parts)
+
+    def _notice_small_training_set(self) -> None:
+        batch_size, per_rank = self.config.trainer.batch_size, self.plan.per_rank
+        if batch_size > per_rank and self.is_main:
+            _notice(
+                f"trainer.batch_size {batch_size} is larger than the training set"
+                f" ({per_rank} samples per process): every epoch is one batch of {per_rank}"
+            )
 
     def _check_select_metric(self) -> None:
         """A misspelt ``select_metric`` fails before training, not after the first epoch."""
@@ -578,7 +455,7 @@ class Trainer(Checkpointing):
         """Samples the loaders left out (skip policy), from every rank."""
         found = [n for loader in self._loaders.values() for n in loader.skipped]
         if self.dist.enabled:
-            found = [n for part in D.gather_objects(found) for n in part]
+            found = [n for part in distributed.gather_objects(found) for n in part]
         return list(dict.fromkeys(found))
 
 
@@ -598,3 +475,28 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def make_output_dir(run_dir: Path) -> list[Path]:
+    """Create ``run_dir`` and check it is writable; returns the folders this made, deepest first
+    (a failed ``--resume`` takes them away again, :func:`remove_made_dirs`)."""
+    made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"output_dir: cannot write to {run_dir}: {exc.strerror or exc}"
+        ) from None
+    return made
+
+
+def remove_made_dirs(made: list[Path]) -> None:
+    """Remove the output folders a run made, while they are empty (nothing ran)."""
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): leave it
+            return

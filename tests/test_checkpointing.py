@@ -1,4 +1,4 @@
-"""The trainer's checkpoint methods (mtlkit.checkpointing): what a checkpoint holds comes back."""
+"""The trainer's Checkpointer (mtlkit.checkpointing): what a checkpoint holds comes back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mtlkit.checkpoint import load_checkpoint
-from mtlkit.checkpointing import LAST, Checkpointing, TrainState
+from mtlkit.checkpointing import LAST, Checkpointer, TrainState
 from mtlkit.config import load_config
 from mtlkit.errors import CheckpointError
 from mtlkit.plugins import PluginHost
@@ -21,8 +21,49 @@ def _trainer(tmp_path: Path, host: PluginHost, **changes: object) -> Trainer:
     return Trainer(load_config(data=tiny_config(tmp_path, **changes)), host)
 
 
-def test_the_trainer_checkpoints_through_the_mixin(tmp_path: Path, host: PluginHost) -> None:
-    assert isinstance(_trainer(tmp_path, host), Checkpointing)
+def test_the_trainer_holds_a_checkpointer_of_its_own_run(tmp_path: Path, host: PluginHost) -> None:
+    trainer = _trainer(tmp_path, host)
+    assert isinstance(trainer.checkpointer, Checkpointer)
+    assert trainer.checkpointer.built is trainer.built
+    assert trainer.checkpointer.run_dir == trainer.run_dir
+
+
+def test_the_checkpointer_round_trips_state_and_modules_on_its_own(
+    tmp_path: Path, host: PluginHost
+) -> None:
+    """Used without the trainer's delegates: the state goes in, the same state comes back."""
+    trained = _trainer(tmp_path, host)
+    trained.fit()
+    state = TrainState(step=7, epoch=2, batch=1, best_score=0.5, history=[{"epoch": 0}])
+    path = trained.checkpointer.save(state, "other.pt")
+    ckpt = load_checkpoint(path, torch.device("cpu"))
+    assert ckpt["train_state"]["step"] == 7 and ckpt["task_ids"] == trained.task_ids
+    fresh = _trainer(tmp_path, host)
+    assert fresh.checkpointer.load(ckpt, model_only=True) is None
+    assert fresh.checkpointer.load(ckpt) == state
+    assert fresh.optimizer.state_dict()["state"]  # the optimizer's moments came back too
+    for a, b in zip(trained.weighter.state_dict().values(), fresh.weighter.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_the_checkpointer_resumes_and_refuses_as_the_trainer_did(
+    tmp_path: Path, host: PluginHost
+) -> None:
+    assert _trainer(tmp_path / "none", host).checkpointer.resume() is None  # no last.pt
+    trained = _trainer(tmp_path, host)
+    trained.fit()
+    resumed = _trainer(tmp_path, host).checkpointer.resume()
+    assert resumed == trained.state
+    other_seed = _trainer(tmp_path, host, seed=4).checkpointer
+    with pytest.raises(CheckpointError, match=r"seed: checkpoint 3, config 4"):
+        other_seed.resume()
+    more_epochs = _trainer(tmp_path, host, trainer__epochs=3).checkpointer
+    with pytest.raises(CheckpointError, match="--allow-config-change"):
+        more_epochs.resume()
+    state = more_epochs.resume(allow_change=True)
+    assert state is not None and state.config_changes == [
+        {"step": trained.state.step, "field": "trainer.epochs", "old": 2, "new": 3}
+    ]
 
 
 def test_train_state_round_trips_including_an_unset_best_score(

@@ -129,9 +129,39 @@ def test_core_run_exports_and_matches(
     run = load_run(load_config(config), ckpt)
     x = torch.randn(3, 16)
     with torch.no_grad():
-        _, heads = run.trainer.model(x)
+        _, heads = run.built.model(x)
     for value, ref in zip(run_exported(fmt, out, x), (heads["a"], heads["b"])):
         assert torch.allclose(value, ref, **TOLERANCE)
+
+
+def test_predict_and_export_build_the_model_only(
+    core_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Trainer, weighter or optimizer, and no run folder: the model from the checkpoint."""
+    import mtlkit.build
+    import mtlkit.trainer
+    from mtlkit import load_config
+    from mtlkit.predict import load_run
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("predict and export must build the model only")
+
+    monkeypatch.setattr(mtlkit.trainer.Trainer, "__init__", refuse)
+    monkeypatch.setattr(mtlkit.build, "build_run", refuse)
+    monkeypatch.setattr(mtlkit.build, "make_optimizer", refuse)
+    monkeypatch.setattr(torch.optim.Optimizer, "__init__", refuse)
+    config, ckpt = core_run
+    elsewhere = tmp_path / "not-made"
+    run = load_run(load_config(config, [f"output_dir={elsewhere}"]), ckpt)
+    assert not elsewhere.exists()
+    assert not run.built.model.training and run.built.task_ids == ["a", "b"]
+    state = torch.load(ckpt, weights_only=True)["model"]
+    for key, value in run.built.model.state_dict().items():
+        assert torch.equal(value, state[key])
+    out = tmp_path / "m.pt"
+    assert main(["export", str(config), "--checkpoint", str(ckpt), "--format", "torchscript",
+                 "--out", str(out), "-o", f"output_dir={elsewhere}"]) == 0
+    assert out.exists() and not elsewhere.exists()
 
 
 @pytest.mark.bad_input("predict or export")
@@ -307,3 +337,13 @@ def test_a_bare_file_name_is_matched_to_the_inputs_with_that_name() -> None:
     assert closest_inputs("fase2.png", known) == ["data/images/face2.png"]  # a typo, by name
     assert closest_inputs("data/images/face2.pgn", known) == ["data/images/face2.png"]
     assert closest_inputs("zzz.txt", known) == []
+
+
+def test_the_input_file_interface_lives_with_the_other_interfaces() -> None:
+    """Beside DataModule in mtlkit.data, exported from mtlkit; the documented old path works."""
+    import mtlkit
+    import mtlkit.data
+    import mtlkit.predict
+
+    for name in ("ReadsInputFiles", "UsesDataInfo", "InputFile", "InputSample", "Conversion"):
+        assert getattr(mtlkit, name) is getattr(mtlkit.data, name) is getattr(mtlkit.predict, name)

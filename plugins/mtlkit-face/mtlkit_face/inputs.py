@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from mtlkit.data import Conversion, InputFile, InputSample
 from mtlkit.errors import DataError
-from mtlkit.predict import Conversion, InputFile, InputSample
 from mtlkit_face.data.images import BadImage, image_format, open_image, to_array
 from mtlkit_face.data.records import FaceRecord, natural_key
 
@@ -144,7 +144,7 @@ def _manifest_images(manifest: Path) -> list[InputFile]:
 
 
 class FaceInputFiles:
-    """The :class:`mtlkit.predict.ReadsInputFiles` capability of the face datasets."""
+    """The :class:`mtlkit.data.ReadsInputFiles` capability of the face datasets."""
 
     _native: tuple[str, tuple[int, int]] | None = None
 

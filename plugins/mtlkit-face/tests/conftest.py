@@ -57,7 +57,7 @@ def trained_face_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     run = load_run(load_config(config), root / "run" / "last.pt")
     images = root / "images"
     (images / "sub").mkdir(parents=True)
-    test = run.trainer.data.test
+    test = run.built.data.test
     assert test is not None
     paths = []
     for i in range(6):

@@ -52,7 +52,7 @@ def test_export_matches_pytorch(face_run: dict[str, Any], tmp_path: Path, fmt: s
     test = face_run["test"]
     x = test.batch(torch.arange(10, 15))["input"]
     with torch.no_grad():
-        _, heads = run.trainer.model(x)
+        _, heads = run.built.model(x)
     reference = [heads["face_identity"]["logits"], heads["face_identity"]["embedding"],
                  heads["expression"]]
     got = run_exported(fmt, out, x)
@@ -76,7 +76,7 @@ def test_sidecar_documents_preprocessing_and_outputs(
     assert inp["mean"] == [0.5] and inp["std"] == [0.5]  # timm's test_resnet: 0.5 / 0.5
     run = face_run["run"]
     by_name = {o["name"]: o for o in side["outputs"]}
-    assert by_name["expression.logits"]["class_names"] == run.trainer.tasks[1].class_names
+    assert by_name["expression.logits"]["class_names"] == run.built.tasks[1].class_names
     emb = by_name["face_identity.embedding"]
     assert emb["size"] == 128 and emb["shape"] == ["batch", 128]
     assert emb["threshold"] == pytest.approx(

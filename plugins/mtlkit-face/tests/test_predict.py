@@ -47,15 +47,15 @@ def test_csv_rows_match_the_model_on_the_same_pixels(
     assert names == ["face0.png", "face1.png", "face2.png", "face3.png", "face4.png", "face5.png"]
     run, test = face_run["run"], face_run["test"]
     with torch.no_grad():
-        _, heads = run.trainer.model(test.batch(torch.arange(6))["input"])
+        _, heads = run.built.model(test.batch(torch.arange(6))["input"])
     probs = heads["expression"].softmax(-1)
-    classes = run.trainer.tasks[1].class_names
+    classes = run.built.tasks[1].class_names
     for i, row in enumerate(rows):
         got = torch.tensor([float(row[f"expression.prob.{c}"]) for c in classes])
         assert torch.allclose(got, probs[i], atol=1e-6)
         assert row["expression"] == classes[int(probs[i].argmax())]
         assert float(row["expression.confidence"]) == pytest.approx(float(probs[i].max()))
-        assert row["face_identity"] in run.trainer.tasks[0].class_names
+        assert row["face_identity"] in run.built.tasks[0].class_names
         assert row["error"] == ""
     emb = np.load(tmp_path / "pred.face_identity.embedding.npy")
     expected = F.normalize(heads["face_identity"]["embedding"], dim=1).numpy()
@@ -329,7 +329,7 @@ def test_checkpoint_with_other_class_names(
     face_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Same head sizes, classes in another order: would load and mislabel, so it is refused."""
-    classes = list(face_run["run"].trainer.tasks[1].class_names)
+    classes = list(face_run["run"].built.tasks[1].class_names)
     config = tmp_path / "other.yaml"
     config.write_text(yaml.safe_dump(face_config(tmp_path / "o", expressions=classes[::-1])))
     args = ["predict", str(config), "--checkpoint", str(face_run["ckpt"]), str(face_run["images"])]
