@@ -1,8 +1,8 @@
 """Drop a weighting method into any training loop: ``mtlkit.backward`` and ``WeightedStep``.
 
 The Trainer's :class:`~mtlkit.gradients.GradientEngine` runs the forward itself; these take the
-losses (and the shared features) your own loop already computed, and fill ``.grad`` exactly as
-the engine would for the weighter's ``needs``:
+losses (and the shared features) your own loop already computed, and fill ``.grad`` through the
+same :class:`~mtlkit.gradient_paths.GradientPaths` the engine calls, per the weighter's ``needs``:
 
 - ``none``: one backward of the weighter's loss;
 - ``last_layer``: T partial gradients of the last shared layer (``last_shared=``), then the
@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mtlkit import distributed as D
-from mtlkit.errors import ConfigError, NonFiniteLossError, WeighterError
-from mtlkit.gradients import combine_checked, flat_into, head_weights
-from mtlkit.weighter import Update, Weighter, WeighterInput, WeighterSetup
+from mtlkit import distributed
+from mtlkit.errors import ConfigError, WeighterError
+from mtlkit.gradient_paths import GradientPaths
+from mtlkit.weighter import Weighter, WeighterInput, WeighterSetup
 
 Losses = Sequence[Tensor] | Mapping[str, Tensor]
 
@@ -99,6 +99,7 @@ class WeightedStep:
     over ranks as the Trainer does (default: when torch.distributed is initialised); run the
     forward of a DDP-wrapped model under ``no_sync()`` (see docs/own-loop.md). ``setup=False``
     for a weighter that is set up already (``Weighter.setup`` sizes it from the first batch).
+    ``batched``: the ``parameters`` path's T rows in one vmapped backward (same values).
     """
 
     def __init__(
@@ -112,18 +113,19 @@ class WeightedStep:
         check_finite: bool = True,
         distributed: bool | None = None,
         setup: bool = True,
+        batched: bool = False,
     ) -> None:
         self.weighter = weighter
         self.needs = weighter.needs
         self.shared = [p for p in (shared or []) if p.requires_grad]
         self.last_shared = [p for p in (last_shared or []) if p.requires_grad]
-        self.scaler = scaler
+        self.paths = GradientPaths(weighter, self.shared, last_shared=self.last_shared,
+                                   scaler=scaler, batched=batched, check_finite=check_finite,
+                                   require_features=True)
         self.steps_per_epoch = steps_per_epoch
-        self.check_finite = check_finite
         self.distributed = distributed
         self.step = 0
         self._is_setup = not setup
-        self._buffer: Tensor | None = None
         self._pending: WeighterInput | None = None
         self._validate()
 
@@ -139,7 +141,7 @@ class WeightedStep:
 
     @property
     def _dist(self) -> bool:
-        return D.active() if self.distributed is None else self.distributed
+        return distributed.active() if self.distributed is None else self.distributed
 
     def _setup(self, features: Tensor | None, device: torch.device) -> None:
         if self._is_setup:
@@ -170,50 +172,42 @@ class WeightedStep:
         on the global batch (without it, ranks count equally).
         """
         per_task = self._as_list(losses)
+        dist = self._dist
         shares = None
-        if labelled is not None and self._dist:
+        if labelled is not None and dist:
             counts = torch.as_tensor(labelled, device=per_task[0].device)
-            shares = D.label_shares(counts)
+            shares = distributed.label_shares(counts)
             per_task = [loss * share for loss, share in zip(per_task, shares)]
         if not any(t.requires_grad for t in per_task):
             raise ValueError("the losses carry no graph: compute them with gradients enabled")
         device = per_task[0].device
         needs = self.needs = self.weighter.needs_at(self.step)
-        if needs.features or needs.grads == "representation":
-            if features is None:
-                raise ConfigError(
-                    f"{type(self.weighter).__name__} reads the shared features: pass features="
-                )
+        if (needs.features or needs.grads == "representation") and features is None:
+            raise ConfigError(
+                f"{type(self.weighter).__name__} reads the shared features: pass features="
+            )
         self._setup(features, device)
         if needs.after_step and self._pending is not None:
             raise WeighterError(
                 f"{type(self.weighter).__name__} updates itself after each optimizer step: call"
                 " after_step() after optimizer.step() before the next backward()"
             )
-        stacked = torch.stack([t.float() for t in per_task])
-        inp = WeighterInput(
-            losses=D.global_value(stacked) if self._dist else stacked,
-            step=self.step if needs.counters else None,
-            epoch=self._epoch(epoch) if needs.counters else None,
-            metrics=self._metrics(metrics, device, shares) if needs.step_metrics else None,
+        per_task = [t.float() for t in per_task]
+        heads = self._heads(per_task, features) if needs.grads in (
+            "representation", "parameters") else [[] for _ in per_task]
+        result = self.paths(
+            per_task, heads, needs=needs, features=features,
+            metrics=self._metrics(metrics, device) if needs.step_metrics else None,
+            shares=shares, step=self.step, epoch=self._epoch(epoch), distributed_=dist,
         )
-        self._guard(inp.losses)
-        mode = needs.grads
-        if mode == "representation":
-            assert features is not None
-            update = self._representation(per_task, features, inp)
-        elif mode == "parameters":
-            update = self._parameters(per_task, features, inp)
-        else:
-            update = self._loss_path(per_task, features, inp, last_layer=mode == "last_layer")
-        if mode in ("representation", "parameters") and self._dist:
-            D.all_mean_grads(self.shared + self._heads_seen)
         self.step += 1
         if needs.after_step:
+            inp = result.input
             self._pending = WeighterInput(
-                losses=inp.losses.detach(), step=inp.step, epoch=inp.epoch, metrics=inp.metrics
+                losses=result.losses.detach(), step=inp.step, epoch=inp.epoch,
+                metrics=inp.metrics,
             )
-        return update.weights.detach()
+        return result.weights
 
     def after_step(self) -> None:
         """The weighter's post-step update (FAMO, GradNorm, the dynamic unit...), after
@@ -243,6 +237,13 @@ class WeightedStep:
                 raise ValueError(f"loss {name!r} must be a scalar, got shape {tuple(t.shape)}")
         return out
 
+    def _heads(self, per_task: list[Tensor], features: Tensor | None) -> list[list[Tensor]]:
+        """Each task's own parameters, by a walk of its loss's graph (not past the features on
+        the representation path)."""
+        stop = features if self.needs.grads == "representation" else None
+        exclude = {id(p) for p in self.shared}
+        return [task_parameters(loss, stop, exclude) for loss in per_task]
+
     def _epoch(self, epoch: int | None) -> int | None:
         """The epoch given, or counted from ``steps_per_epoch``; None otherwise (a weighter that
         needs it, such as DWA, then says so)."""
@@ -252,172 +253,13 @@ class WeightedStep:
             return self.step // self.steps_per_epoch
         return None
 
-    def _metrics(self, metrics: Tensor | Sequence[float] | None, device: torch.device,
-                 shares: Tensor | None = None) -> Tensor:
+    def _metrics(self, metrics: Tensor | Sequence[float] | None, device: torch.device) -> Tensor:
         if metrics is None:
             raise ConfigError(
                 f"{type(self.weighter).__name__} reads a per-task score in [0, 1] each step"
                 " (e.g. batch accuracy): pass metrics=[...] to backward()"
             )
-        m = torch.as_tensor(metrics, dtype=torch.float32, device=device)
-        if not self._dist:
-            return m
-        return D.all_mean(m if shares is None else m * shares)
-
-    def _guard(self, losses: Tensor) -> None:
-        if self.check_finite and not bool(torch.isfinite(losses.detach()).all()):
-            bad = [n for n, v in zip(self.weighter.task_names, losses.tolist()) if v != v or
-                   abs(v) == float("inf")]
-            raise NonFiniteLossError(f"non-finite loss in task(s) {', '.join(bad)}")
-
-    def _scaled(self, loss: Tensor) -> Tensor:
-        return self.scaler.scale(loss) if self.scaler is not None else loss
-
-    def _unscale_(self, grads: Tensor) -> Tensor:
-        return grads.div_(self.scaler.get_scale()) if self.scaler is not None else grads
-
-    def _rescale(self, grad: Tensor) -> Tensor:
-        return grad * self.scaler.get_scale() if self.scaler is not None else grad
-
-    def _head_weights(self, update: Update) -> Tensor:
-        return head_weights(self.weighter, update)
-
-    def _combine(self, inp: WeighterInput, want: str) -> Update:
-        return combine_checked(self.weighter, self.needs, inp, want)
-
-    def _grad_buffer(self, rows: int, numel: int, device: torch.device) -> Tensor:
-        buf = self._buffer
-        if buf is None or buf.shape != (rows, numel) or buf.device != device:
-            buf = torch.empty(rows, numel, dtype=torch.float32, device=device)
-            self._buffer = buf
-        return buf
-
-    @staticmethod
-    def _add_grad(p: Tensor, g: Tensor | None, scale: Tensor | None = None) -> None:
-        if g is None:
-            return
-        if scale is not None:
-            g = g * scale.to(g.dtype)
-        p.grad = g.to(p.dtype) if p.grad is None else p.grad.add_(g.to(p.grad.dtype))
-
-    def _loss_path(
-        self, per_task: list[Tensor], features: Tensor | None, inp: WeighterInput,
-        last_layer: bool,
-    ) -> Update:
-        if self.needs.features:
-            inp.features = features
-        if last_layer:
-            last = self.last_shared
-            grads = self._grad_buffer(len(per_task), sum(p.numel() for p in last),
-                                      per_task[0].device)
-            for i, loss in enumerate(per_task):
-                g = torch.autograd.grad(self._scaled(loss), last, retain_graph=True,
-                                        allow_unused=True)
-                flat_into(grads[i], g, last)
-            self._unscale_(grads)
-            if self._dist:
-                D.all_mean_(grads)
-            inp.grads = grads
-        update = self._combine(inp, "loss")
-        assert update.loss is not None
-        self._scaled(update.loss).backward()
-        return update
-
-    @property
-    def _heads_seen(self) -> list[Tensor]:
-        return getattr(self, "_last_heads", [])
-
-    def _per_task_grads(
-        self, per_task: list[Tensor], wrt: list[Tensor], stop: Tensor | None
-    ) -> tuple[list[tuple[Tensor | None, ...]], list[list[Tensor]]]:
-        """For each task, its gradients w.r.t. ``wrt`` and w.r.t. its own parameters."""
-        exclude = {id(p) for p in [*self.shared, *wrt]}
-        heads = [task_parameters(loss, stop, exclude) for loss in per_task]
-        self._last_heads = [p for hs in heads for p in hs]
-        out = []
-        last = max((i for i, loss in enumerate(per_task) if loss.grad_fn is not None), default=-1)
-        for i, (loss, own) in enumerate(zip(per_task, heads)):
-            if loss.grad_fn is None:  # no labelled sample of this task: zero gradient
-                out.append(tuple(None for _ in [*wrt, *own]))
-                continue
-            # the graph is kept until the last task; the trunk below the features is never run
-            # here, so the representation path can still send the combined gradient through it
-            out.append(torch.autograd.grad(self._scaled(loss), [*wrt, *own],
-                                           retain_graph=i < last, allow_unused=True))
-        return out, heads
-
-    def _representation(
-        self, per_task: list[Tensor], features: Tensor, inp: WeighterInput
-    ) -> Update:
-        t = len(per_task)
-        grads = torch.empty((t, *features.shape), dtype=torch.float32, device=features.device)
-        results, heads = self._per_task_grads(per_task, [features], features)
-        for i, g in enumerate(results):
-            if g[0] is None and per_task[i].grad_fn is not None:
-                raise ConfigError(
-                    f"loss {self.weighter.task_names[i]!r} does not depend on the features given:"
-                    " pass the shared representation the heads read (with torch.compile, compile"
-                    " the encoder alone: a model compiled as one graph hides its features)"
-                )
-            if g[0] is None:
-                grads[i].zero_()
-            else:
-                grads[i].copy_(g[0])
-        self._unscale_(grads)
-        world = D.env_info().world_size if self._dist else 1
-        z_all = features.detach()
-        if world > 1:
-            grads = D.gather_cat(grads / world, dim=1)
-            z_all = D.gather_cat(z_all, dim=0)
-        inp.grads = grads
-        inp.features = z_all if self.needs.features else None
-        update = self._combine(inp, "grad")
-        assert update.grad is not None
-        hw = self._head_weights(update)
-        for i, own in enumerate(heads):
-            for p, g in zip(own, results[i][1:]):
-                self._add_grad(p, g, hw[i])
-        combined = update.grad
-        if world > 1:
-            b = features.shape[0]
-            rank = D.env_info().rank
-            combined = combined[rank * b : (rank + 1) * b] * world
-        features.backward(self._rescale(combined).to(features.dtype))
-        if update.loss is not None:
-            update.loss.backward()
-        return update
-
-    def _parameters(
-        self, per_task: list[Tensor], features: Tensor | None, inp: WeighterInput
-    ) -> Update:
-        shared = self.shared
-        grads = self._grad_buffer(len(per_task), sum(p.numel() for p in shared),
-                                  per_task[0].device)
-        results, heads = self._per_task_grads(per_task, shared, None)
-        for i, g in enumerate(results):
-            flat_into(grads[i], g[: len(shared)], shared)
-        self._unscale_(grads)
-        if self._dist:
-            D.all_mean_(grads)
-        inp.grads = grads
-        inp.grads_scratch = True
-        if self.needs.features and features is not None:
-            inp.features = features.detach()
-        update = self._combine(inp, "grad")
-        assert update.grad is not None
-        hw = self._head_weights(update)
-        for i, own in enumerate(heads):
-            for p, g in zip(own, results[i][len(shared):]):
-                self._add_grad(p, g, hw[i])
-        flat = self._rescale(update.grad)
-        offset = 0
-        for p in shared:
-            n = p.numel()
-            self._add_grad(p, flat[offset : offset + n].view_as(p).clone())
-            offset += n
-        if update.loss is not None:
-            update.loss.backward()
-        return update
+        return torch.as_tensor(metrics, dtype=torch.float32, device=device)
 
 
 _STEPS: weakref.WeakKeyDictionary[Weighter, WeightedStep] = weakref.WeakKeyDictionary()

@@ -2,8 +2,10 @@
 
 ``check_weighter(cls)`` runs them all and raises one AssertionError listing every violation;
 ``weighter_checks(cls)`` returns them as named :class:`~mtlkit.testing.Check` objects for
-``parametrize_checks``. A weighter is driven the way :class:`mtlkit.gradients.GradientEngine`
-drives it (:class:`FakeTrainer`, and the real engine on a tiny model for the head check).
+``parametrize_checks``. A weighter is driven through the real gradient paths
+(:class:`mtlkit.gradient_paths.GradientPaths`, the call the Trainer's engine and
+``mtlkit.backward`` make) by :class:`FakeTrainer`, and through the real engine on a tiny model for
+the head check.
 
 What a weighter declares about itself (:class:`WeighterTraits`) comes from the ``traits``
 argument, else from a ``conformance_traits`` class attribute, else the defaults (held to every
@@ -22,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlkit.backbone import Backbone
-from mtlkit.errors import WeighterError
+from mtlkit.gradient_paths import GradientPaths
 from mtlkit.gradients import GradientEngine
 from mtlkit.model import MultiTaskModel
 from mtlkit.options import Options
@@ -179,8 +181,9 @@ class FakeTrainer:
     step metric ``exp(-loss)``. Batch ``s`` is a pure function of ``(seed, s)``, so a resumed run
     sees the batches the uninterrupted one saw. ``perm`` reorders the tasks (and their data).
     One SGD optimizer holds the model and the weighter's param groups; ``steps_per_epoch`` makes
-    the epoch counter. As in the real engine, the stacked gradients are handed over as scratch,
-    and each head gets its own loss gradient times ``Update.head_weights`` (None: the weights).
+    the epoch counter. The backward is the real :class:`~mtlkit.gradient_paths.GradientPaths`
+    call: the stacked gradients are handed over as scratch, and each head gets its own loss
+    gradient times ``Update.head_weights`` (None: the weights).
     ``setup`` runs under ``init_seed`` (default ``seed``), so random weighter inits reproduce.
     """
 
@@ -221,6 +224,7 @@ class FakeTrainer:
         groups: list[dict[str, Any]] = [{"params": [self.W, *self.heads]}]
         groups += weighter.param_groups()
         self.opt = torch.optim.SGD(groups, lr=lr)
+        self.paths = GradientPaths(weighter, [self.W], last_shared=[self.W])
         self.step_index = 0
 
     # --- state, as a checkpoint would hold it -----------------------------------------------
@@ -260,85 +264,34 @@ class FakeTrainer:
         return per_task, losses, torch.exp(-losses.detach())
 
     def step(self) -> StepOut:
-        """One training step: forward, the declared gradients, combine, backward, step."""
+        """One training step: the forward, then the real gradient paths (the call the Trainer's
+        engine and ``mtlkit.backward`` make), the optimizer step and ``after_step``."""
         w = self.weighter
         needs = w.needs
         step = self.step_index
-        counters = (
-            {"step": step, "epoch": step // self.steps_per_epoch} if needs.counters else {}
-        )
         x, y = self.data(step)
         self.opt.zero_grad(set_to_none=True)
         z = torch.tanh(x @ self.W.T)
-        mode = needs.grads
-        if mode in ("none", "last_layer"):
-            per_task, losses, metrics = self._losses(z, y)
-            grads = None
-            if mode == "last_layer":
-                grads = torch.stack(
-                    [
-                        torch.autograd.grad(t, self.W, retain_graph=True)[0].reshape(-1)
-                        for t in per_task
-                    ]
-                )
-            inp = WeighterInput(
-                losses=losses, features=z if needs.features else None, grads=grads,
-                metrics=metrics if needs.step_metrics else None,
-                grads_scratch=grads is not None, **counters,
-            )
-            update = w.combine(inp)
-            if update.loss is None:
-                raise AssertionError(f"needs.grads={mode!r} but combine returned no Update.loss")
-            update.loss.backward()
-        else:
-            rep = mode == "representation"
-            zz = z.detach().requires_grad_(True) if rep else z
-            per_task, losses, metrics = self._losses(zz, y)
-            wrt = zz if rep else self.W
-            grads_list, head_grads = [], []
-            for i in range(self.num_tasks):
-                gi = torch.autograd.grad(
-                    per_task[i], [wrt, self.heads[i]],
-                    retain_graph=not rep and i < self.num_tasks - 1,
-                )
-                grads_list.append(gi[0] if rep else gi[0].reshape(-1))
-                head_grads.append(gi[1])
-            inp = WeighterInput(
-                losses=losses.detach(), features=z.detach() if needs.features else None,
-                grads=torch.stack(grads_list), metrics=metrics if needs.step_metrics else None,
-                grads_scratch=True, **counters,
-            )
-            update = w.combine(inp)
-            if update.grad is None:
-                raise AssertionError(f"needs.grads={mode!r} but combine returned no Update.grad")
-            expected = tuple(z.shape) if rep else (self.W.numel(),)
-            if tuple(update.grad.shape) != expected:
-                raise AssertionError(
-                    f"Update.grad has shape {tuple(update.grad.shape)}, expected {expected}"
-                )
-            # each head: its own loss gradient times Update.head_weights, as the engine does
-            hw = update.weights if update.head_weights is None else update.head_weights
-            if not bool((hw >= 0).all()):
-                raise WeighterError(f"negative head weights {hw.tolist()}")
-            for h, hg, wi in zip(self.heads, head_grads, hw.detach()):
-                h.grad = hg * wi
-            if rep:
-                z.backward(update.grad)
-            else:
-                self.W.grad = update.grad.view_as(self.W).clone()
-            if update.loss is not None:
-                update.loss.backward()
+        # on the representation path the heads read a detached copy, as in the engine
+        zz = z.detach().requires_grad_(True) if needs.grads == "representation" else z
+        per_task, losses, metrics = self._losses(zz, y)
+        result = self.paths(
+            per_task, [[h] for h in self.heads], needs=needs, features=z,
+            heads_input=zz if zz is not z else None, metrics=metrics, step=step,
+            epoch=step // self.steps_per_epoch, distributed_=False,
+        )
+        assert result.update is not None
         self.opt.step()
         if needs.after_step:
             w.after_step(
                 WeighterInput(
                     losses=losses.detach(),
                     metrics=metrics if needs.step_metrics else None,
-                    **counters,
+                    step=result.input.step, epoch=result.input.epoch,
                 )
             )
         self.step_index += 1
-        return StepOut(update=update, inp=inp, losses=losses.detach())
+        return StepOut(update=result.update, inp=result.input, losses=losses.detach())
 
     def run(self, steps: int) -> list[StepOut]:
         return [self.step() for _ in range(steps)]
