@@ -822,7 +822,7 @@ class _Case:
                 "param_groups() must list each of the weighter's own parameters at most once and"
                 " nothing else (their gradients are all-reduced through weighter.parameters())"
             )
-        # what Trainer._sync_weighter does at start: rank 0's parameters and buffers everywhere
+        # what mtlkit.build.sync_weighter does at start: rank 0's parameters and buffers everywhere
         with torch.no_grad():
             for _, ta, tb in _tensors(a, b):
                 tb.copy_(ta)
