@@ -1,0 +1,76 @@
+r"""Re-train one finished sweep cell from its stored config and compare it with its record, bit for
+bit: every metric of every split and every per-epoch history value must be equal as floats.
+
+    python benchmarks/rerun_cell.py \
+        benchmarks/results/sweeps/ck48_pretrained/dynamic_fold0-e5c1cf91c3
+
+The cell ran in a sweep with ``--jobs 2``, i.e. one thread (``trainer.num_threads`` is not part of
+a cell's config hash); ``--threads`` (default 1) must match for the sums to round the same. Data
+paths come from the environment as in the sweep (``MTLKIT_CK48``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b.0": leaf}`` for nested dicts and lists."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(value, list):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(flatten(v, f"{prefix}{i}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def compare(record: dict[str, Any], rerun: dict[str, Any]) -> list[str]:
+    """The keys of ``metrics`` and ``history`` whose values differ (timings are not compared)."""
+    differ = []
+    for part in ("metrics", "history", "steps", "epochs"):
+        want, got = flatten(record.get(part)), flatten(rerun.get(part))
+        for key in sorted(set(want) | set(got)):
+            if key.endswith("seconds"):
+                continue
+            if want.get(key) != got.get(key):
+                differ.append(f"{part}.{key}: {want.get(key)!r} != {got.get(key)!r}")
+    return differ
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cell", type=Path, help="a finished cell folder (config.yaml, results.json)")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    record = json.loads((args.cell / "results.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        subprocess.run(
+            [sys.executable, "-m", "mtlkit", "train", str(args.cell / "config.yaml"),
+             "-o", f"output_dir={out}", "-o", f"trainer.num_threads={args.threads}",
+             "-o", "trainer.progress=off"],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        rerun = json.loads((out / "results.json").read_text())
+    differ = compare(record, rerun)
+    n = len(flatten(record["metrics"])) + len(flatten(record["history"]))
+    print(f"{args.cell.name}: {n} values compared, {len(differ)} differ")
+    for line in differ[:20]:
+        print("  ", line)
+    sys.exit(1 if differ else 0)
+
+
+if __name__ == "__main__":
+    main()
