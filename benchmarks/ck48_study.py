@@ -1,9 +1,11 @@
 """The CK+48 study (issue 12): `mtlkit report` on a committed sweep, plus the paper's claims.
 
 The cells are run by ``mtlkit sweep`` from the spec (``benchmarks/sweeps/<name>.yaml``; its
-``output_dir`` is under ``benchmarks/results/sweeps``, where each finished cell's JSON records are
-committed). This script only reads them: it writes ``results/<name>.md``/``.json`` (the report,
-the wall time per method and the claims, each with paired statistics) and the report's plots to
+``output_dir`` is under ``benchmarks/results/sweeps``; the finished cells are committed packed, one
+line each, in ``benchmarks/results/sweeps/<output folder>.jsonl``: ``mtlkit sweep SPEC --pack``).
+This script only reads them (cell folders first, else their packed lines): it writes
+``results/<name>.md``/``.json`` (the report, the wall time per method and the claims, each with
+paired statistics) and the report's plots to
 ``docs/img/<name>_*.png``. Run it again as cells finish: unfinished cells are listed, never
 guessed.
 
@@ -95,14 +97,13 @@ def pair_protocol_note(records: list[Record]) -> str:
 
 def _val(rec: Record, metric: str) -> float | None:
     """The cell's validation metric (held-out training subjects), read from its results."""
-    results = json.loads((rec.dir / "results.json").read_text())
     task, _, name = metric.partition("/")
-    v = ((results.get("metrics") or {}).get("val") or {}).get(task, {}).get(name)
+    v = rec.val.get(task, {}).get(name)
     return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
 
 
 def _timing(rec: Record) -> dict[str, Any]:
-    return json.loads((rec.dir / "results.json").read_text()).get("timing") or {}
+    return rec.timing
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -262,7 +262,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(f"mtlkit: resume with: {_resume_command()}", file=sys.stderr)
         return code
     from mtlkit.config import load_config
-    from mtlkit.preempt import INTERRUPT_FILE_ENV, TrainingInterrupted
+    from mtlkit.distributed import INTERRUPT_FILE_ENV
+    from mtlkit.preempt import TrainingInterrupted
     from mtlkit.trainer import Trainer
 
     config = load_config(args.config, args.override)

@@ -6,8 +6,10 @@ Every helper is the identity in a single process, so weighters and the engine ca
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from mtlkit.errors import EXIT_INTERRUPTED
+
+INTERRUPT_FILE_ENV = "MTLKIT_INTERRUPT_FILE"
+"""Set by :func:`launch` (``mtlkit train --nproc``): rank 0 of an interrupted run writes its stop
+message there, and the launcher prints it once (not once per rank)."""
 
 
 @dataclass(frozen=True)
@@ -170,11 +178,6 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
         "mtlkit",
         *args,
     ]
-    import signal
-    import tempfile
-
-    from mtlkit.preempt import EXIT_INTERRUPTED, INTERRUPT_FILE_ENV
-
     with tempfile.TemporaryDirectory(prefix="mtlkit-launch-") as tmp:
         note = Path(tmp) / "interrupted.txt"
         proc = subprocess.Popen(cmd, env={**os.environ, INTERRUPT_FILE_ENV: str(note)})

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from mtlkit import distributed as D
+from mtlkit import distributed
 from mtlkit.data import Batch, Dataset
 from mtlkit.task import MetricMeter, Task
 
@@ -72,8 +72,8 @@ def evaluate_split(
     from mtlkit.loading import BatchLoader, LoaderSettings, eval_keys
 
     model.eval()
-    info = D.env_info()
-    distributed = D.active()
+    info = distributed.env_info()
+    sharded = distributed.active()
     meters = {t.name: t.new_meter() for t in tasks}
     loss_sum = torch.zeros(len(tasks), dtype=torch.float64)
     count = torch.zeros(len(tasks), dtype=torch.float64)
@@ -88,7 +88,7 @@ def evaluate_split(
     def reduced(outputs: dict[str, Any]) -> dict[str, Any]:
         return {t.name: t.meter_inputs(outputs[t.name]) for t in tasks}
 
-    rank, world = (info.rank, info.world_size) if distributed else (0, 1)
+    rank, world = (info.rank, info.world_size) if sharded else (0, 1)
     if loader is None:
         loader = BatchLoader(data, LoaderSettings(0, False, False, None))
     gathered: list[tuple[Any, Batch, Tensor, Tensor]] = []
@@ -100,15 +100,15 @@ def evaluate_split(
             _, outputs = model(batch["input"])
         values = losses(outputs, batch).double().cpu()
         labelled = labelled_counts(tasks, keys, batch)
-        if distributed:
+        if sharded:
             # without the inputs: the meters read targets and meta, and a large split's images
             # gathered onto every rank would not fit in memory
             kept = Batch(input=torch.empty(0), targets=batch["targets"], meta=batch["meta"])
             gathered.append((to_cpu(reduced(outputs)), to_cpu(kept), values, labelled))
         else:
             add(reduced(outputs), batch, values, labelled)
-    if distributed:
-        for part in D.gather_objects(gathered):
+    if sharded:
+        for part in distributed.gather_objects(gathered):
             for item in part:
                 add(*item)
     result: dict[str, Any] = {}

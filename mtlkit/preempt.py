@@ -20,14 +20,11 @@ from typing import Any
 
 import torch
 
-from mtlkit import distributed as D
+from mtlkit import distributed
 from mtlkit.errors import EXIT_INTERRUPTED, MtlkitError
 
 REPEAT_GRACE_S = 2.0
 """A repeated signal within this many seconds of the first is taken as the same request."""
-
-INTERRUPT_FILE_ENV = "MTLKIT_INTERRUPT_FILE"
-"""Set by ``mtlkit train --nproc``: rank 0 writes its stop message there for the launcher."""
 
 
 SIGNALS = tuple(
@@ -100,8 +97,8 @@ class StopRequests:
         """True on every rank when any rank got a signal (one tiny all-reduce under DDP, on
         ``device``: NCCL reduces CUDA tensors only)."""
         flag = self.signum is not None
-        if not D.active():
+        if not distributed.active():
             return flag
         t = torch.tensor([1.0 if flag else 0.0], device=device)
-        D.all_sum_(t)
+        distributed.all_sum_(t)
         return bool(t.item() > 0)

@@ -171,6 +171,10 @@ class Record:
     val: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The validation metrics at the selected step (empty without a validation split): what
     may choose among methods, such as the best static weight, without looking at test."""
+    timing: dict[str, Any] = field(default_factory=dict)
+    """``results.json``'s ``timing``."""
+    epochs: list[dict[str, Any]] | None = None
+    """The per-epoch rows of a packed cell (:mod:`mtlkit.cellpack`); None: read the folder's."""
 
     @property
     def pair_key(self) -> tuple[str, str]:
@@ -199,7 +203,21 @@ def _label_of(config: dict[str, Any]) -> tuple[str, str, str | None, float | Non
 
 
 def _record(run_dir: Path, cell: dict[str, Any] | None) -> Record | None:
-    results = _read_json(run_dir / "results.json")
+    return _record_of(run_dir, _read_json(run_dir / "results.json"), cell)
+
+
+def _packed_record(
+    root: Path, packed: dict[str, Any], cell: dict[str, Any] | None = None
+) -> Record | None:
+    """A record from a packed line (:mod:`mtlkit.cellpack`); its folder need not exist."""
+    cell = cell if cell is not None else packed.get("cell")
+    rec = _record_of(root / packed["name"], packed["results"], cell)
+    if rec is not None:
+        rec.epochs = list(packed.get("epochs") or [])
+    return rec
+
+
+def _record_of(run_dir: Path, results: Any, cell: dict[str, Any] | None) -> Record | None:
     if not isinstance(results, dict):
         return None
     config = results.get("config") or {}
@@ -222,6 +240,7 @@ def _record(run_dir: Path, cell: dict[str, Any] | None) -> Record | None:
         name=run_dir.name, dir=run_dir, label=label, kind=kind, task=task, weight=weight,
         fold=fold, seed=seed, context=context, test=test, tasks=tasks, config=config,
         seconds=_cost(results.get("timing")), val=val if isinstance(val, dict) else {},
+        timing=results.get("timing") if isinstance(results.get("timing"), dict) else {},
     )
 
 
@@ -238,43 +257,69 @@ def _cost(timing: Any) -> float | None:
 
 
 def collect(source: str | Path) -> tuple[list[Record], Path, list[str]]:
-    """The finished cells of a spec file, a sweep directory or a folder of run directories;
-    also the folder they are under and the names of cells without results."""
+    """The finished cells of a spec file, a sweep directory, a packed file (``<dir>.jsonl``,
+    :mod:`mtlkit.cellpack`) or a folder of run directories; also the folder they are under and
+    the names of cells without results. A cell folder with results wins over its packed line;
+    a cell whose folder is absent or unfinished is taken from the sweep folder's packed file."""
+    from mtlkit.cellpack import SUFFIX, pack_path, read_pack
+
     src = Path(source)
-    missing: list[str] = []
-    records: list[Record] = []
+    if src.is_file() and src.suffix == SUFFIX:
+        root = src.parent / src.stem
+        packed = read_pack(src)
+        records = [r for r in (_packed_record(root, packed[k]) for k in packed) if r is not None]
+        return records, root, []
     if src.is_file():
         from mtlkit.sweep import load_sweep
 
         sweep = load_sweep(src)
-        cells = [c.record() for c in sweep.cells]
+        cells: list[dict[str, Any]] | None = [c.record() for c in sweep.cells]
         root = sweep.output_dir
     elif src.is_dir():
         root = src
         listed = _read_json(src / "sweep.json")
         cells = listed.get("cells") if isinstance(listed, dict) else None
-    else:
-        raise ConfigError(f"report: {src} is neither a sweep spec nor a folder of runs")
-    if cells is not None:
-        if not src.is_file():
+        if cells is not None:
             _note_unlisted(src, cells, listed)
-        for cell in cells:
-            run_dir = Path(cell["dir"])
-            if not run_dir.is_dir():
-                run_dir = root / cell["name"]
-            rec = _record(run_dir, cell)
-            if rec is None:
-                missing.append(cell["name"])
-            else:
-                records.append(rec)
     else:
-        for results in sorted(src.rglob("results.json")):
-            run_dir = results.parent
-            cell = _read_json(run_dir / "cell.json")
-            rec = _record(run_dir, cell if isinstance(cell, dict) else None)
-            if rec is not None:
-                records.append(rec)
+        raise ConfigError(
+            f"report: {src} is neither a sweep spec, a packed file nor a folder of runs"
+        )
+    packed = read_pack(pack_path(root))
+    if cells is None:
+        return _collect_folder(src, packed), root, []
+    missing: list[str] = []
+    records: list[Record] = []
+    for cell in cells:
+        run_dir = Path(cell["dir"])
+        if not run_dir.is_dir():
+            run_dir = root / cell["name"]
+        rec = _record(run_dir, cell)
+        line = packed.get(run_dir.name) or packed.get(cell["name"])
+        if rec is None and line is not None:
+            rec = _packed_record(root, line, cell)
+        if rec is None:
+            missing.append(cell["name"])
+        else:
+            records.append(rec)
     return records, root, missing
+
+
+def _collect_folder(src: Path, packed: dict[str, dict[str, Any]]) -> list[Record]:
+    """Every run under ``src`` with results, and the packed cells without a folder here."""
+    records = []
+    for results in sorted(src.rglob("results.json")):
+        run_dir = results.parent
+        cell = _read_json(run_dir / "cell.json")
+        rec = _record(run_dir, cell if isinstance(cell, dict) else None)
+        if rec is not None:
+            records.append(rec)
+    names = {r.name for r in records}
+    for name in sorted(set(packed) - names):
+        rec = _packed_record(src, packed[name])
+        if rec is not None:
+            records.append(rec)
+    return records
 
 
 def _note_unlisted(folder: Path, cells: list[dict[str, Any]], listed: Any) -> None:
@@ -481,8 +526,10 @@ def _epoch_rows(rec: Record) -> list[dict[str, Any]]:
 
     try:
         epochs = rec.dir / "epochs.jsonl"
-        if epochs.is_file():
+        rows = rec.epochs
+        if rows is None and epochs.is_file():
             rows = [json.loads(line) for line in epochs.read_text().splitlines() if line.strip()]
+        if rows:
             train = [{"epoch": r["epoch"], **r["train"]} for r in rows if r.get("train")]
             if train:
                 return train

@@ -31,6 +31,7 @@ from typing import Any, TextIO
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mtlkit.cellpack import full_results, pack_path, read_pack
 from mtlkit.config import (
     ResolvedRun,
     RunConfig,
@@ -186,6 +187,9 @@ class Cell:
     error: str | None = None
     resolved: ResolvedRun | None = None
     """Its plugins and their validated options (set by :func:`validate_cells`)."""
+    packed: dict[str, Any] | None = None
+    """Its line in the sweep folder's packed file (:mod:`mtlkit.cellpack`), if it has one: a
+    finished cell whose folder is not here (a clean clone) is done, not run again."""
 
     @property
     def context(self) -> str:
@@ -286,6 +290,21 @@ def _methods(axes: Axes, base: RunConfig) -> list[Method]:
     return methods
 
 
+def _packed_match(
+    packed: dict[str, dict[str, Any]], name: str, digest: str, config: RunConfig
+) -> dict[str, Any] | None:
+    """The packed line of this cell: its own name, else a line of the same config under
+    another name (as :func:`_finished_elsewhere` for folders)."""
+    if name in packed:
+        return packed[name]
+    want = comparable(config_to_dict(config))  # type: ignore[arg-type]
+    for other in sorted(k for k in packed if k.endswith(f"-{digest}")):
+        stored = packed[other]["results"].get("config")
+        if isinstance(stored, dict) and comparable(stored) == want:
+            return packed[other]
+    return None
+
+
 def _finished_elsewhere(out_dir: Path, digest: str, config: RunConfig) -> Path | None:
     """A finished run of this same config under another name (another spec sharing the output
     folder, or a renamed axis): a cell is its config, so it is reused rather than run twice."""
@@ -316,6 +335,7 @@ def load_sweep(path: str | Path) -> Sweep:
             f"{spec_path}: base {base} with overrides {spec.overrides}: {exc}"
         ) from None
     out_dir = Path(spec.output_dir or f"runs/sweeps/{spec_path.stem}")
+    packed = read_pack(pack_path(out_dir))
     axes = spec.axes
     methods = _methods(axes, base_config)
     folds: list[Any] = axes.folds.values if axes.folds else [None]
@@ -352,8 +372,12 @@ def load_sweep(path: str | Path) -> Sweep:
             raise ConfigError(f"{spec_path}: axes: two cells are the same run ({name})")
         names[name] = name
         cell_dir = out_dir / name
+        line = None
         if config is not None and not cell_dir.exists():
             cell_dir = _finished_elsewhere(out_dir, digest, config) or cell_dir
+            if not cell_dir.exists():
+                line = _packed_match(packed, name, digest, config)
+                cell_dir = out_dir / line["name"] if line is not None else cell_dir
         if config is not None:
             config = config.model_copy(update={"output_dir": str(cell_dir)})
         cells.append(
@@ -368,6 +392,7 @@ def load_sweep(path: str | Path) -> Sweep:
                 overrides=over,
                 config=config,
                 error=error,
+                packed=line,
             )
         )
     return Sweep(spec_path, spec, base, out_dir, cells, base_config.task_ids())
@@ -389,7 +414,7 @@ def cell_state(cell: Cell) -> str:
     results), ``retry`` (failed before) or ``new``."""
     if cell.config is None or cell.error:
         return "invalid"
-    results = _read_json(cell.dir / "results.json")
+    results = finished_results(cell)
     if isinstance(results, dict):
         return "stale" if stale_reason(cell, results) else "done"
     if (cell.dir / "last.pt").is_file():
@@ -397,6 +422,19 @@ def cell_state(cell: Cell) -> str:
     if (cell.dir / ERROR_FILE).is_file():
         return "retry"
     return "new"
+
+
+def finished_results(cell: Cell) -> dict[str, Any] | None:
+    """The cell's ``results.json``: its folder's, else its packed line's (None: neither)."""
+    results = _read_json(cell.dir / "results.json")
+    if isinstance(results, dict):
+        return results
+    return full_results(cell.packed) if cell.packed is not None else None
+
+
+def is_packed(cell: Cell) -> bool:
+    """Whether the cell's finished results come from the packed file (no folder results)."""
+    return cell.packed is not None and not (cell.dir / "results.json").is_file()
 
 
 def stale_reason(cell: Cell, results: dict[str, Any]) -> str | None:
@@ -588,7 +626,7 @@ class SweepRunner:
             entry = self._entry(cell)
             if state == "done":
                 entry["status"] = "skipped"
-                results = _read_json(cell.dir / "results.json") or {}
+                results = finished_results(cell) or {}
                 timing = results.get("timing") or {}
                 entry["seconds"] = timing.get("epoch_seconds", timing.get("train_seconds"))
             elif state == "invalid":
@@ -600,7 +638,9 @@ class SweepRunner:
         for cell in self.sweep.cells:
             entry = self._entry(cell)
             if entry["status"] == "skipped":
-                self._event(cell, "skipped", "finished earlier")
+                where = f" (packed in {pack_path(self.sweep.output_dir)})" if is_packed(
+                    cell) else ""
+                self._event(cell, "skipped", "finished earlier" + where)
             elif entry["status"] == "failed":
                 if cell.error:
                     cell.dir.mkdir(parents=True, exist_ok=True)
@@ -746,7 +786,7 @@ def _log_error(log: Path, code: int) -> str:
 
 
 def _stale_detail(cell: Cell) -> str:
-    results = _read_json(cell.dir / "results.json")
+    results = finished_results(cell)
     reason = stale_reason(cell, results) if isinstance(results, dict) else None
     return reason or "results of another config there"
 
@@ -757,7 +797,7 @@ def describe(sweep: Sweep) -> Iterator[dict[str, Any]]:
     for cell in sweep.cells:
         state = cell_state(cell)
         error = _stale_detail(cell) if state == "stale" else cell.error
-        yield {**cell.record(), "status": state, "error": error}
+        yield {**cell.record(), "status": state, "error": error, "packed": is_packed(cell)}
 
 
 def validate_cells(sweep: Sweep, host: Any) -> None:
@@ -785,6 +825,8 @@ def dry_run(sweep: Sweep, out: TextIO, as_json: bool) -> int:
     print(f"{'cell':<{width}}  {'hash':<10}  state", file=out)
     for r in rows:
         line = f"{r['name']:<{width}}  {r['hash']:<10}  {r['status']}"
+        if r["packed"]:
+            line += f"  (packed in {pack_path(sweep.output_dir)})"
         if r["error"]:
             line += f"  {r['error'].strip().splitlines()[-1].strip()[:160]}"
         print(line, file=out)
@@ -793,4 +835,18 @@ def dry_run(sweep: Sweep, out: TextIO, as_json: bool) -> int:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     shown = ", ".join(f"{n} {s}" for s, n in counts.items())
     print(f"{len(rows)} cells under {sweep.output_dir}: {shown}", file=out)
+    return 0
+
+
+def pack_sweep(sweep: Sweep, out: TextIO) -> int:
+    """``mtlkit sweep SPEC --pack``: merge the finished cell folders of the sweep's output folder
+    into its packed file (:func:`mtlkit.cellpack.pack`) and say what changed."""
+    from mtlkit.cellpack import pack
+
+    done = pack(sweep.output_dir)
+    target = pack_path(sweep.output_dir)
+    for name in done["replaced"]:
+        print(f"replaced  {name}  (its folder differs from its packed line)", file=out)
+    shown = ", ".join(f"{len(v)} {k}" for k, v in done.items())
+    print(f"packed {sweep.output_dir} into {target}: {shown}", file=out)
     return 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mtlkit import resume as R
+from mtlkit import resume
 from mtlkit.config import load_config
 from mtlkit.errors import CheckpointError, ConfigError
 from mtlkit.plugins import PluginHost
@@ -116,12 +116,12 @@ def test_resume_if_possible_starts_afresh_with_a_notice(
 
 
 def test_classify_uses_declared_harmless_options() -> None:
-    assert R.classify("data.root") == "forbidden"
-    assert R.classify("data.root", ["data.root"]) == "harmless"
-    assert R.classify("weighter.lr") == "legitimate"
-    assert R.classify("weighter.name") == "forbidden"
-    assert R.classify("tasks.0.center_loss_weight") == "forbidden"
-    assert R.classify("output_dir") == "harmless"
+    assert resume.classify("data.root") == "forbidden"
+    assert resume.classify("data.root", ["data.root"]) == "harmless"
+    assert resume.classify("weighter.lr") == "legitimate"
+    assert resume.classify("weighter.name") == "forbidden"
+    assert resume.classify("tasks.0.center_loss_weight") == "forbidden"
+    assert resume.classify("output_dir") == "harmless"
 
 
 @pytest.mark.bad_input("quiet failure")
@@ -168,5 +168,5 @@ def test_spelling_out_a_default_is_no_change(tmp_path: Path, host: PluginHost) -
 
 def test_shared_lr_scale_cannot_change_on_resume() -> None:
     """It splits the optimizer into other parameter groups: the saved state would not fit."""
-    assert R.classify("optimizer.shared_lr_scale") == "forbidden"
-    assert R.classify("optimizer.lr") != "forbidden"
+    assert resume.classify("optimizer.shared_lr_scale") == "forbidden"
+    assert resume.classify("optimizer.lr") != "forbidden"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mtlkit import distributed as D
+from mtlkit import distributed
 from mtlkit.config import load_config
 from mtlkit.plugins import PluginHost
 from mtlkit.trainer import Trainer
@@ -23,7 +23,7 @@ def main() -> None:
     results = trainer.fit()
     if trainer.is_main:
         Path(cfg["output_dir"], "metrics.json").write_text(json.dumps(results["metrics"]))
-    D.shutdown()
+    distributed.shutdown()
 
 
 if __name__ == "__main__":

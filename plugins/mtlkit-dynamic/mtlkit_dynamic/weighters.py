@@ -31,7 +31,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from mtlkit import distributed as D
+from mtlkit import distributed
 from mtlkit.options import Options
 from mtlkit.weighter import Needs, Update, Weighter, WeighterInput, WeighterSetup, weighted_sum
 from mtlkit_dynamic.unit import DynamicWeightUnit
@@ -148,12 +148,12 @@ class _DynamicWeightUnitWeighter(Weighter):
         # under torch.distributed the weights are the batch mean over ALL ranks' samples, so every
         # rank trains the network with identical weights (identity in one process); the unit's
         # loss is linear in w, so averaging its gradients over ranks is exact
-        w_global = D.all_mean(w)
+        w_global = distributed.all_mean(w)
         if self.options.detach:
             w_net = w_global
         else:
             # live features, constant unit parameters -> gradients reach the trunk only
-            w_net = D.global_value(unit(inp.features, detach_params=True))
+            w_net = distributed.global_value(unit(inp.features, detach_params=True))
         network = weighted_sum(w_net, losses)
         return Update(weights=self.record(w_global), loss=network + own.to(network.dtype))
 
@@ -209,7 +209,7 @@ class DynamicWeighter(_DynamicWeightUnitWeighter):
         if self.options.difficulty == "loss":
             return losses
         # every rank must see the same reference: the global mean loss of that first step
-        losses = D.all_mean(losses)
+        losses = distributed.all_mean(losses)
         start = self.initial_losses
         fill = torch.isnan(start) & (losses > 0)
         self.initial_losses = torch.where(fill, losses.to(start.dtype), start)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from mtlkit import distributed as D
+from mtlkit import distributed
 from mtlkit.errors import CheckpointError, ConfigError
 from mtlkit.options import Options
 from mtlkit.task import (
@@ -270,8 +270,8 @@ class FaceIdentityTask(Task):
         mask = self.labelled_mask(target)
         e = self._center_space(output["embedding"].detach())[mask]
         sums, counts = center_sums(e, target[mask].long(), centers.shape[0])
-        D.all_sum_(sums)
-        D.all_sum_(counts)
+        distributed.all_sum_(sums)
+        distributed.all_sum_(counts)
         update_centers_(centers, sums, counts, o.center_loss.rate)
 
     def metrics(self) -> list[MetricSpec]:
