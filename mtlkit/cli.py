@@ -163,6 +163,12 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument(
         "--dry-run", action="store_true", help="list the cells (name, hash, state); run nothing"
     )
+    sw.add_argument(
+        "--pack",
+        action="store_true",
+        help="merge the finished cell folders into <output_dir>.jsonl (one line a cell, the"
+        " form to commit); run nothing",
+    )
     sw.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
 
     rp = sub.add_parser(
@@ -173,7 +179,9 @@ def _parser() -> argparse.ArgumentParser:
         " single-task cells, PNG plots (with matplotlib).",
     )
     rp.add_argument(
-        "source", metavar="RUNS_OR_SPEC", help="a sweep spec, a sweep folder or a folder of runs"
+        "source",
+        metavar="RUNS_OR_SPEC",
+        help="a sweep spec, a sweep folder, a packed <folder>.jsonl or a folder of runs",
     )
     rp.add_argument("--baseline", metavar="LABEL", help="method to compare every other against")
     rp.add_argument(
@@ -398,6 +406,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {args.jobs}")
     sweep = load_sweep(args.spec)
+    if args.pack:
+        from mtlkit.sweep import pack_sweep
+
+        return pack_sweep(sweep, sys.stdout)
     if args.dry_run:
         from mtlkit.plugins import get_plugin_manager
 
