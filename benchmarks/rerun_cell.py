@@ -48,17 +48,36 @@ def compare(record: dict[str, Any], rerun: dict[str, Any]) -> list[str]:
     return differ
 
 
+def _record(cell: Path, tmp: Path) -> tuple[dict[str, Any], Path]:
+    """The cell's results and config file: its folder's, else its packed line's (the config
+    written to ``tmp``)."""
+    if (cell / "results.json").is_file():
+        return json.loads((cell / "results.json").read_text()), cell / "config.yaml"
+    from mtlkit.cellpack import full_results, pack_path, read_pack
+
+    packed = read_pack(pack_path(cell.parent)).get(cell.name)
+    if packed is None:
+        sys.exit(f"{cell}: no results.json, and not packed in {pack_path(cell.parent)}")
+    record = full_results(packed)
+    import yaml
+
+    config = tmp / "config.yaml"  # as the sweep writes it (mtlkit.sweep.SweepRunner._prepare)
+    config.write_text(yaml.safe_dump(record["config"], sort_keys=False))
+    return record, config
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cell", type=Path, help="a finished cell folder (config.yaml, results.json)")
+    p.add_argument("cell", type=Path, help="a finished cell folder (config.yaml, results.json),"
+                   " or where it would be when the cell is packed in <sweep folder>.jsonl")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
-    record = json.loads((args.cell / "results.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
+        record, config = _record(args.cell, Path(tmp))
         out = Path(tmp) / "run"
         subprocess.run(
-            [sys.executable, "-m", "mtlkit", "train", str(args.cell / "config.yaml"),
+            [sys.executable, "-m", "mtlkit", "train", str(config),
              "-o", f"output_dir={out}", "-o", f"trainer.num_threads={args.threads}",
              "-o", "trainer.progress=off"],
             check=True, stdout=subprocess.DEVNULL,
