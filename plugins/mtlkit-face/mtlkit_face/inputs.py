@@ -4,7 +4,7 @@ Mixed into every face dataset, so a trained face model reads new images exactly 
 training images (the same mode conversions and resize as ``mtlkit_face.data.images.decode``), and
 says which of them a file needed (predict counts and reports them, or refuses them with
 ``--strict-inputs``). An input is an image file, a folder (searched recursively, hidden entries
-skipped) or a manifest CSV in the face-data format (``mtlkit_face.data.manifest``: its ``path``
+skipped) or a manifest CSV in the face-data format (``mtlkit_face.data.manifest_csv``: its ``path``
 column, resolved and checked the same way).
 """
 
@@ -22,6 +22,7 @@ import torch
 from mtlkit.data import Conversion, InputFile, InputSample
 from mtlkit.errors import DataError
 from mtlkit_face.data.images import BadImage, image_format, open_image, to_array
+from mtlkit_face.data.manifest_csv import read_manifest_table
 from mtlkit_face.data.records import FaceRecord, natural_key
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm")
@@ -129,8 +130,6 @@ def _folder_images(folder: Path) -> list[Path]:
 
 
 def _manifest_images(manifest: Path) -> list[InputFile]:
-    from mtlkit_face.data.manifest import read_manifest_table  # imports the dataset classes
-
     records, _, _ = read_manifest_table(manifest, None)
     folder = os.path.dirname(os.path.abspath(manifest))
     return [

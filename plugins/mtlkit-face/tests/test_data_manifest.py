@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mtlkit_face.data.images import BadImage, clear_cache, decode, open_image
-from mtlkit_face.data.manifest import ManifestData, read_manifest
+from mtlkit_face.data.manifest import ManifestData
+from mtlkit_face.data.manifest_csv import read_manifest
 from PIL import Image
 
 from mtlkit.errors import DataError

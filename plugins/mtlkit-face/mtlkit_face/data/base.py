@@ -24,7 +24,13 @@ from mtlkit_face.data.protocols import (
     warn_single_subject,
     warn_unscored_classes,
 )
-from mtlkit_face.data.records import FaceRecord, RecordTable, index_records, warn_label_typos
+from mtlkit_face.data.records import (
+    ATTRIBUTE_PREFIX,
+    FaceRecord,
+    RecordTable,
+    index_records,
+    warn_label_typos,
+)
 from mtlkit_face.data.streaming import FileReader
 from mtlkit_face.data.transforms import (
     Augmentation,
@@ -38,8 +44,6 @@ from mtlkit_face.inputs import SCANNED, FaceInputFiles, note_training_formats
 from mtlkit_face.metrics.pair_protocols import PAIR_PROTOCOLS
 
 SUPPORTED_TARGETS = ("face_identity", "expression")
-ATTRIBUTE_PREFIX = "attr_"
-"""Target ``attr_<name>`` is binary attribute ``name`` (0/1, MISSING_LABEL when unknown)."""
 MAX_LISTED_SKIPS = 20
 NOTICE_SKIPS = 3
 

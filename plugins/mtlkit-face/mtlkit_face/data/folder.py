@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 
 from mtlkit.errors import DataError
 from mtlkit_face.data.base import FaceDataModule, FaceDataOptions
-from mtlkit_face.data.manifest import NO_EXPRESSION
+from mtlkit_face.data.manifest_csv import NO_EXPRESSION
 from mtlkit_face.data.records import FaceRecord, natural_key
 from mtlkit_face.inputs import IMAGE_SUFFIXES
 

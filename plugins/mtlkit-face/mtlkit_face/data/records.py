@@ -13,6 +13,10 @@ import numpy as np
 
 from mtlkit.errors import DataError
 
+ATTRIBUTE_PREFIX = "attr_"
+"""Target ``attr_<name>`` is binary attribute ``name`` (0/1, MISSING_LABEL when unknown); a
+manifest's ``attr_<name>`` column holds it (:attr:`FaceRecord.attributes`)."""
+
 _DIGITS = re.compile(r"(\d+)")
 
 
