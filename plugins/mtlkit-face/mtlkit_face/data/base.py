@@ -17,8 +17,8 @@ from mtlkit.options import Options
 from mtlkit.task import MISSING_LABEL
 from mtlkit_face.data.images import BadImage, decode, image_size
 from mtlkit_face.data.protocols import (
-    Protocol,
     SplitIndex,
+    SplitProtocol,
     build_protocol,
     check_split,
     warn_single_subject,
@@ -126,7 +126,7 @@ class FaceDataModule(FaceInputFiles, DataModule):
     table: RecordTable
     """The records kept (readable files) with their indices; set by ``setup``."""
     split_index: SplitIndex
-    protocol: Protocol
+    protocol: SplitProtocol
     attribute_names: list[str]
     """Names of the binary attributes the records carry (set by ``load_records``; may be [])."""
     has_expressions: bool = True

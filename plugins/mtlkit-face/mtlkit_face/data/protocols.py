@@ -57,8 +57,9 @@ def kfold_bounds(n: int, num_folds: int, fold: int) -> tuple[int, int]:
     return start, start + int(sizes[fold])
 
 
-class Protocol(ABC):
-    """A named split rule; ``split`` is a pure function of the table and the protocol's fields."""
+class SplitProtocol(ABC):
+    """A named split rule (the ``protocol`` option); ``split`` is a pure function of the table and
+    the protocol's fields. Not ``Protocol``, which would shadow ``typing.Protocol``."""
 
     name: ClassVar[str]
     holds_out_subjects: ClassVar[bool]
@@ -70,12 +71,12 @@ class Protocol(ABC):
 
     @classmethod
     @abstractmethod
-    def from_options(cls, options: Any) -> Protocol:
+    def from_options(cls, options: Any) -> SplitProtocol:
         """Build from a dataset's options (``num_folds``, ``fold``, ``val_fraction``, ``seed``)."""
 
 
 @dataclass(frozen=True)
-class SubjectKFold(Protocol):
+class SubjectKFold(SplitProtocol):
     """Contiguous k-fold over sorted subjects; validation = evenly spread training subjects."""
 
     num_folds: int = 10
@@ -110,7 +111,7 @@ class SubjectKFold(Protocol):
 
 
 @dataclass(frozen=True)
-class SequenceHoldout(Protocol):
+class SequenceHoldout(SplitProtocol):
     """Per subject with 2+ sequences, one sequence goes to test; every subject stays a training id.
 
     The held-out sequence of a subject with n sequences is the one at position ``(r + fold) % n``
@@ -173,10 +174,10 @@ class SequenceHoldout(Protocol):
         return SplitIndex(_rows(np.isin(q, train)), _rows(np.isin(q, val)), _rows(np.isin(q, test)))
 
 
-PROTOCOLS: dict[str, type[Protocol]] = {p.name: p for p in (SubjectKFold, SequenceHoldout)}
+PROTOCOLS: dict[str, type[SplitProtocol]] = {p.name: p for p in (SubjectKFold, SequenceHoldout)}
 
 
-def build_protocol(options: Any) -> Protocol:
+def build_protocol(options: Any) -> SplitProtocol:
     """The protocol named by ``options.protocol``, configured from the same options."""
     try:
         cls = PROTOCOLS[options.protocol]
@@ -188,7 +189,7 @@ def build_protocol(options: Any) -> Protocol:
 
 
 def check_split(
-    table: RecordTable, split: SplitIndex, protocol: Protocol, *, need_expressions: bool = True
+    table: RecordTable, split: SplitIndex, protocol: SplitProtocol, *, need_expressions: bool = True
 ) -> None:
     """Refuse a leaky split or one whose training part lacks an expression class.
 
@@ -223,7 +224,7 @@ def check_split(
             )
 
 
-def warn_single_subject(table: RecordTable, split: SplitIndex, protocol: Protocol) -> None:
+def warn_single_subject(table: RecordTable, split: SplitIndex, protocol: SplitProtocol) -> None:
     """Warn when the test or validation split holds one person: verification needs two.
 
     Without a different-person pair such a split reports ``num_pairs_<protocol>=0`` and no
@@ -242,7 +243,7 @@ def warn_single_subject(table: RecordTable, split: SplitIndex, protocol: Protoco
             )
 
 
-def warn_unscored_classes(table: RecordTable, split: SplitIndex, protocol: Protocol) -> None:
+def warn_unscored_classes(table: RecordTable, split: SplitIndex, protocol: SplitProtocol) -> None:
     """Warn on an expression class with no test or no validation images in this split.
 
     Such a class is trained but never scored (test) or never seen by model selection
