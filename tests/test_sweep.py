@@ -353,3 +353,37 @@ def test_ctrl_c_stops_parallel_cells_cleanly_and_exits_75(tmp_path: Path) -> Non
             assert "stopped by SIGINT" in (run / "train.log").read_text()
         else:
             assert not run.exists()
+
+
+def test_packed_cells_are_done_and_report_as_their_folders(
+    tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--pack`, then the cell folders removed (a clean clone of a committed sweep): the sweep
+    runs nothing, the dry run says where the cells are, and the report is the same."""
+    import shutil
+
+    spec = _write(tmp_path, {"weighter": [{"name": "equal"}],
+                             "static_grid": {"task": "a", "values": [0.5]}})
+    assert main(["sweep", str(spec)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(spec), "--json", "--out", str(tmp_path / "r1")]) == 0
+    from_folders = json.loads(capsys.readouterr().out)
+    assert main(["sweep", str(spec), "--pack"]) == 0
+    assert "2 added" in capsys.readouterr().out
+    assert main(["sweep", str(spec), "--pack"]) == 0  # again: nothing changes
+    assert "0 added, 0 replaced, 2 unchanged" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "sw")
+
+    assert main(["sweep", str(spec), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"done  (packed in {tmp_path / 'sw.jsonl'})") == 2, out
+    assert main(["sweep", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert [e for e, _ in _events(out)] == ["skipped", "skipped"], out
+    assert "packed in" in out
+    for source in (spec, tmp_path / "sw.jsonl"):
+        assert main(["report", str(source), "--json", "--out", str(tmp_path / "r2")]) == 0
+        report = json.loads(capsys.readouterr().out)
+        for key in ("source", "plots"):
+            report.pop(key), from_folders.get(key)
+        assert report == {k: v for k, v in from_folders.items() if k not in ("source", "plots")}

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from mtlkit.cellpack import pack_path
 from mtlkit.report import Record, collect
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,15 +110,21 @@ def test_committed_reports_match_their_cells(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each method's mean and std in a committed report, recomputed from the committed cells it
-    lists (cells finished since are left out, so this holds between report runs too)."""
+    lists (cells finished since are left out, so this holds between report runs too): the
+    packed lines (``<output folder>.jsonl``), what a clone has, whether or not cell folders are
+    here too; a folder here must be packed with the same results."""
     monkeypatch.chdir(REPO)  # the specs' output_dir is relative to the repository root
     stored: dict[str, Any] = json.loads(path.read_text())["report"]
-    records, _, _ = collect(BENCH / "sweeps" / f"{path.stem}.yaml")
+    records, root, _ = collect(BENCH / "sweeps" / f"{path.stem}.yaml")
+    packed = {r.name: r for r in collect(pack_path(root))[0]}
     by_name = {(r.context, r.name): r for r in records}
     checked = 0
     for ctx in stored["contexts"]:
         for method in ctx["methods"]:
             recs = [by_name[(ctx["context"], n)] for n in method["cells"]]
+            for r in recs:  # what a clone has: the packed line, equal to a folder here
+                assert r.name in packed, f"{r.name}: not packed: run mtlkit sweep SPEC --pack"
+                assert (r.test, r.val) == (packed[r.name].test, packed[r.name].val), r.name
             assert all(r.label == method["label"] for r in recs)
             for metric, stats in method["stats"].items():
                 task, _, name = metric.partition("/")
