@@ -130,9 +130,9 @@ SECTIONS = [
         " ck48_paper`, which adds the three claims of Ming et al. (2019) with paired statistics."
         " Every cell uses `configs/ck48_study.yaml` (resnet18 from scratch, 48 px grayscale,"
         " batch 32, 20 epochs, AdamW 2e-3 with a cosine schedule, the authors' center loss), the"
-        " last epoch (nothing selected on a test fold), one seed. Each finished cell's JSON"
-        " records are committed under `benchmarks/results/sweeps/ck48/`; the sweep resumes"
-        " where it stopped. While cells are missing the tables say how many.",
+        " last epoch (nothing selected on a test fold), one seed. The finished cells are committed"
+        " packed, one line each, in `benchmarks/results/sweeps/ck48.jsonl` (`mtlkit sweep SPEC"
+        " --pack`); the sweep resumes where it stopped. While cells are missing the tables say how many.",
     ),
     (
         "dlib_port_check",
