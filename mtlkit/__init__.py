@@ -23,7 +23,8 @@ _LAZY: dict[str, str] = {
     "WeighterInput": "mtlkit.weighter",
     "Update": "mtlkit.weighter",
     "DataModule": "mtlkit.data",
-    "TensorDataset": "mtlkit.data",
+    "InMemoryDataset": "mtlkit.data",
+    "TensorDataset": "mtlkit.data",  # deprecated name of InMemoryDataset (warns)
     "Batch": "mtlkit.data",
     "DataSplits": "mtlkit.data",
     "ReadsInputFiles": "mtlkit.data",
@@ -54,10 +55,10 @@ if TYPE_CHECKING:  # pragma: no cover - static re-exports for type checkers
         Conversion,
         DataModule,
         DataSplits,
+        InMemoryDataset,
         InputFile,
         InputSample,
         ReadsInputFiles,
-        TensorDataset,
         UsesDataInfo,
     )
     from mtlkit.functional import WeightedStep, backward, create_weighter

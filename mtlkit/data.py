@@ -1,10 +1,17 @@
-"""Datasets: one map-style protocol for samples held in memory and samples read from disk.
+"""Data modules and their datasets: one map-style protocol for samples held in memory and samples
+read from disk.
 
-Both kinds are batched by index (:class:`Dataset`): :class:`TensorDataset` gathers rows of
-tensors (fast for small data), :class:`StreamedDataset` reads and decodes each sample on demand
-through an :class:`InputReader` (files, shards), so the data may be larger than memory. The
-trainer never asks which one it has; ``mtlkit.loading`` batches either, in worker processes when
-the dataset reads files.
+The names, once: a **data module** (:class:`DataModule`, a plugin) builds a run's data; its
+``setup`` returns the :class:`DataSplits`, each split a dataset (:class:`MultiTaskDataset`). A run
+config picks the data module with its ``data:`` key, by a name registered in the ``datasets``
+registry (both names kept, so configs and their hashes do not change). ``MultiTaskDataset`` and
+``InMemoryDataset`` are named so as not to shadow ``torch.utils.data.Dataset``/``TensorDataset``.
+
+Both kinds are batched by index (:class:`MultiTaskDataset`): :class:`InMemoryDataset` gathers rows
+of tensors (fast for small data), :class:`StreamedDataset` reads and decodes each sample on demand
+through an :class:`InputReader` (files, shards), so the data may be larger than memory. The trainer
+never asks which one it has; ``mtlkit.loading`` batches either, in worker processes when the dataset
+reads files.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ class Loaded:
         )
 
 
-class Dataset(Protocol):
+class MultiTaskDataset(Protocol):
     """What the trainer and evaluation need of a split; targets and metadata stay in memory.
 
     ``load`` is the one way samples are read: rows ``index``, augmented when a ``generator`` is
@@ -73,7 +80,7 @@ class Dataset(Protocol):
         self, index: Tensor, *, train: bool = False, generator: torch.Generator | None = None
     ) -> Batch: ...
 
-    def subset(self, index: Tensor) -> Dataset: ...
+    def subset(self, index: Tensor) -> MultiTaskDataset: ...
 
     @property
     def streamed(self) -> bool: ...
@@ -83,7 +90,7 @@ class Dataset(Protocol):
 
 
 class InputReader(Protocol):
-    """Stored samples read on demand, in the dtype a :class:`TensorDataset` would hold them.
+    """Stored samples read on demand, in the dtype an :class:`InMemoryDataset` would hold them.
 
     ``read`` returns the readable samples of ``index`` stacked, their positions in ``index``,
     and a note per unreadable one; under an ``error`` policy an unreadable sample raises a
@@ -125,7 +132,7 @@ def _finish(
 
 
 @dataclass
-class TensorDataset:
+class InMemoryDataset:
     """Samples held as tensors (images as uint8), batched by fancy indexing.
 
     ``prepare`` turns the stored dtype into model input (e.g. uint8 -> normalised float);
@@ -164,9 +171,9 @@ class TensorDataset:
         """Rows ``index``, augmented when a ``generator`` is given (nothing is ever skipped)."""
         return Loaded(self.batch(index, train=generator is not None, generator=generator))
 
-    def subset(self, index: Tensor) -> TensorDataset:
+    def subset(self, index: Tensor) -> InMemoryDataset:
         """A new dataset holding rows ``index`` (shares ``prepare`` and ``augment``)."""
-        return TensorDataset(
+        return InMemoryDataset(
             inputs=self.inputs[index],
             targets={k: v[index] for k, v in self.targets.items()},
             meta={k: v[index] for k, v in self.meta.items()},
@@ -175,12 +182,26 @@ class TensorDataset:
         )
 
 
+def __getattr__(name: str) -> Any:
+    if name == "TensorDataset":
+        import warnings
+
+        warnings.warn(
+            "mtlkit.data.TensorDataset is deprecated: it is InMemoryDataset (the old name"
+            " shadowed torch.utils.data.TensorDataset)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return InMemoryDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 @dataclass
 class StreamedDataset:
     """Samples read on demand by ``reader`` (decoded in the loader's worker processes); the
     targets and metadata, one row per sample, stay in memory (a few numbers each).
 
-    A batch is the same as a :class:`TensorDataset` holding the decoded samples would give, so
+    A batch is the same as an :class:`InMemoryDataset` holding the decoded samples would give, so
     training from memory or from disk is one computation; a sample the reader cannot read is an
     error naming it, or (the reader's skip policy) left out of its batch and named in
     :attr:`Loaded.skipped`.
@@ -248,9 +269,9 @@ class DataSplits:
     index depends on which groups the data happens to list.
     """
 
-    train: Dataset
-    val: Dataset | None = None
-    test: Dataset | None = None
+    train: MultiTaskDataset
+    val: MultiTaskDataset | None = None
+    test: MultiTaskDataset | None = None
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     group_key: str | None = None
@@ -261,7 +282,7 @@ class DataSplits:
     """Where the names are unique (``ck48``, ``manifest:<folder>``): one name in two sources is
     two groups, so another data set sharing a name is not a leak."""
 
-    def named(self) -> dict[str, Dataset]:
+    def named(self) -> dict[str, MultiTaskDataset]:
         """The splits that exist, by name."""
         out = {"train": self.train}
         if self.val is not None:
@@ -272,7 +293,11 @@ class DataSplits:
 
 
 class DataModule(ABC):
-    """A dataset plugin: builds the splits for the requested tasks."""
+    """A data module: the plugin that builds the splits for the requested tasks.
+
+    Registered in the ``datasets`` registry (``register_datasets``) and picked by a run config's
+    ``data:`` key (``data: {name: synthetic}``); :meth:`setup` returns the :class:`DataSplits`.
+    """
 
     Options: ClassVar[type[Options]] = Options
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlkit import distributed
-from mtlkit.data import Batch, Dataset
+from mtlkit.data import Batch, MultiTaskDataset
 from mtlkit.task import MetricMeter, Task
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def evaluate_split(
     tasks: Sequence[Task],
     keys: Sequence[str],
     losses: Callable[[dict[str, Any], Batch], Tensor],
-    data: Dataset,
+    data: MultiTaskDataset,
     *,
     batch_size: int,
     device: torch.device,

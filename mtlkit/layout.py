@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from torch import Tensor
 
-    from mtlkit.data import Dataset
+    from mtlkit.data import MultiTaskDataset
 
 PrepareKind = Literal["table", "float", "opaque"]
 """``table``: a per-channel map of uint8 pixel values (stored); ``float``: no ``prepare``, the
@@ -47,7 +47,7 @@ class InputLayout:
 
     # --- measuring and storing ----------------------------------------------------------------
     @classmethod
-    def measure(cls, data: Dataset) -> InputLayout:
+    def measure(cls, data: MultiTaskDataset) -> InputLayout:
         """The layout of a split: its first stored sample and its ``prepare`` (probed)."""
         import torch
 

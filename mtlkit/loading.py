@@ -1,12 +1,12 @@
 """Batches for training and evaluation, read in the main process or in ``DataLoader`` workers.
 
-One mechanism for every dataset (:class:`mtlkit.data.Dataset`): an :class:`EpochPlan` lists each
-batch of an epoch as a :class:`BatchKey` (epoch, batch index, sample indices), a pure function of
-(seed, epoch, rank); a :class:`BatchLoader` hands the keys to a ``DataLoader`` whose items are
-whole batches, computed by ``Dataset.load`` with the batch's own augmentation generator
-(``batch_generator(seed, epoch, batch, rank)``). Who computes a batch (the main process or worker
-3) therefore never changes it: a run with 2 workers, one without, and a run resumed mid-epoch
-train on the same batches, bit for bit.
+One mechanism for every dataset (:class:`mtlkit.data.MultiTaskDataset`): an :class:`EpochPlan` lists
+each batch of an epoch as a :class:`BatchKey` (epoch, batch index, sample indices), a pure function
+of (seed, epoch, rank); a :class:`BatchLoader` hands the keys to a ``DataLoader`` whose items are
+whole batches, computed by ``MultiTaskDataset.load`` with the batch's own augmentation generator
+(``batch_generator(seed, epoch, batch, rank)``). Who computes a batch (the main process or worker 3)
+therefore never changes it: a run with 2 workers, one without, and a run resumed mid-epoch train on
+the same batches, bit for bit.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from mtlkit.config import LoaderConfig
-from mtlkit.data import Batch, Dataset, Loaded, batch_generator, epoch_order
+from mtlkit.data import Batch, Loaded, MultiTaskDataset, batch_generator, epoch_order
 from mtlkit.errors import DataError, MtlkitError
 
 EVAL_EPOCH = -1
@@ -50,7 +50,9 @@ def cores_per_process() -> int:
     return max(1, cores // max(1, local))
 
 
-def resolve_loader(config: LoaderConfig, data: Dataset, device: torch.device) -> LoaderSettings:
+def resolve_loader(
+    config: LoaderConfig, data: MultiTaskDataset, device: torch.device
+) -> LoaderSettings:
     """Defaults: no workers for data held in memory (gathering rows is faster than any process
     hop); for data read from disk, up to 8 workers on CUDA (the GPU waits on decoding) or 4 on
     CPU (where workers compete with the training threads), never more than the cores per
@@ -95,7 +97,7 @@ class EpochPlan:
     """
 
     def __init__(
-        self, data: Dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+        self, data: MultiTaskDataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
     ) -> None:
         self.size = len(data)
         self.chunks = data.chunks
@@ -145,7 +147,7 @@ class _Failure:
 class _Batches(torch.utils.data.Dataset[Loaded | _Failure]):
     """What the workers hold: the dataset, and how a key becomes a batch."""
 
-    def __init__(self, data: Dataset, seed: int, rank: int) -> None:
+    def __init__(self, data: MultiTaskDataset, seed: int, rank: int) -> None:
         self.data = data
         self.seed = seed
         self.rank = rank
@@ -194,7 +196,7 @@ class BatchLoader:
     """
 
     def __init__(
-        self, data: Dataset, settings: LoaderSettings, seed: int = 0, rank: int = 0
+        self, data: MultiTaskDataset, settings: LoaderSettings, seed: int = 0, rank: int = 0
     ) -> None:
         self.data = data
         self.settings = settings

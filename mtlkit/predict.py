@@ -121,7 +121,7 @@ def checkpoint_data(
     does not store it; ``reason`` says why the data itself could not be used."""
     import torch
 
-    from mtlkit.data import DataSplits, TensorDataset
+    from mtlkit.data import DataSplits, InMemoryDataset
     from mtlkit.layout import InputLayout
     from mtlkit.task import MISSING_LABEL
 
@@ -154,7 +154,7 @@ def checkpoint_data(
     rows = max(1, config.trainer.batch_size)
     inputs = layout.like().unsqueeze(0).expand(rows, *layout.sample_shape)
     missing_label = torch.full((1,), MISSING_LABEL, dtype=torch.long).expand(rows)
-    split = TensorDataset(
+    split = InMemoryDataset(
         inputs=inputs,
         targets={t.target_key: missing_label for t in config.tasks},
         prepare=prepare,

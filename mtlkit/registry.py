@@ -194,6 +194,10 @@ class WeighterRegistry(Registry):
 
 
 class DatasetRegistry(Registry):
+    """The ``datasets`` registry holds data modules (:class:`mtlkit.data.DataModule`); a run
+    config's ``data:`` key picks one by name. Both names predate "data module" and stay, since
+    configs (and the hashes that identify sweep cells) spell them."""
+
     kind = "dataset"
     interface = "mtlkit.data:DataModule"
 

@@ -9,8 +9,8 @@ the splits' info and summary, and the names behind label indices, such as the pe
 
 Reading: :class:`ShardReader` opens a shard with webdataset's tar iterator and walks it front to
 back, keeping one open cursor per shard per process, so a batch of consecutive samples costs one
-sequential read; the epoch order keeps each shard whole (``Dataset.chunks``) and gives every
-rank its own shards. The ``shards`` dataset serves the splits as written; a domain plugin may
+sequential read; the epoch order keeps each shard whole (``MultiTaskDataset.chunks``) and gives
+every rank its own shards. The ``shards`` dataset serves the splits as written; a domain plugin may
 re-split them (the face plugin's ``webdataset`` applies its own protocol and fold).
 """
 

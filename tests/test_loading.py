@@ -13,7 +13,7 @@ import yaml
 
 from mtlkit.cli import main
 from mtlkit.config import LoaderConfig, load_config
-from mtlkit.data import TensorDataset, epoch_order
+from mtlkit.data import InMemoryDataset, epoch_order
 from mtlkit.errors import DataError
 from mtlkit.loading import EpochPlan, resolve_loader
 from mtlkit.plugins import PluginHost
@@ -23,7 +23,7 @@ from .conftest import tiny_config
 
 
 def _data(n: int, chunks: torch.Tensor | None = None) -> Any:
-    ds = TensorDataset(inputs=torch.zeros(n, 2), targets={"a": torch.zeros(n)})
+    ds = InMemoryDataset(inputs=torch.zeros(n, 2), targets={"a": torch.zeros(n)})
     if chunks is None:
         return ds
 
@@ -179,13 +179,13 @@ def test_a_reader_keeps_few_shards_open(tmp_path: Path, host: PluginHost) -> Non
 def test_loaded_batches_are_pinned_on_cuda() -> None:
     from mtlkit.loading import BatchLoader, LoaderSettings, eval_keys
 
-    ds = TensorDataset(inputs=torch.zeros(8, 2), targets={"a": torch.zeros(8)})
+    ds = InMemoryDataset(inputs=torch.zeros(8, 2), targets={"a": torch.zeros(8)})
     loader = BatchLoader(ds, LoaderSettings(1, True, False, None))
     batch = next(loader.batches(eval_keys(8, 4)))
     assert batch["input"].is_pinned() and batch["targets"]["a"].is_pinned()
 
 
-class _DiesOnSample(TensorDataset):
+class _DiesOnSample(InMemoryDataset):
     """Kills the process reading sample ``fatal`` (a worker killed by the OOM killer, a segfault
     in an image decoder): nothing Python can catch inside the worker."""
 

@@ -209,13 +209,13 @@ def _normalise(
 def test_layout_table_gives_the_prepares_very_floats(shape: tuple[int, ...], flat: bool) -> None:
     """The stored table reproduces the dataset's prepare bit for bit (after a JSON round trip),
     on images it was not measured on, and yields the mean and std an export documents."""
-    from mtlkit.data import TensorDataset
+    from mtlkit.data import InMemoryDataset
     from mtlkit.layout import InputLayout
 
     mean, std = [0.485, 0.456, 0.406][: shape[0]], [0.229, 0.224, 0.225][: shape[0]]
     prepare = _normalise(mean, std, flat)
     images = torch.randint(0, 256, (4, *shape), dtype=torch.uint8)
-    data = TensorDataset(inputs=images, targets={}, prepare=prepare)
+    data = InMemoryDataset(inputs=images, targets={}, prepare=prepare)
     layout = InputLayout.from_json(InputLayout.measure(data).to_json())
     assert layout.prepare == "table" and layout.sample_shape == shape
     assert layout.input_shape == ((shape[0] * shape[1] * shape[2],) if flat else shape)
@@ -231,7 +231,7 @@ def test_layout_table_gives_the_prepares_very_floats(shape: tuple[int, ...], fla
 def test_layout_of_a_prepare_that_is_no_pixel_map_is_not_stored() -> None:
     """A prepare that looks at the whole image (here: centring on its mean) cannot be stored;
     using such a layout without the data is a named error."""
-    from mtlkit.data import TensorDataset
+    from mtlkit.data import InMemoryDataset
     from mtlkit.errors import DataError
     from mtlkit.layout import InputLayout
 
@@ -240,11 +240,11 @@ def test_layout_of_a_prepare_that_is_no_pixel_map_is_not_stored() -> None:
         return f - f.mean(dim=(1, 2, 3), keepdim=True)
 
     images = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
-    layout = InputLayout.measure(TensorDataset(inputs=images, targets={}, prepare=centre))
+    layout = InputLayout.measure(InMemoryDataset(inputs=images, targets={}, prepare=centre))
     assert layout.prepare == "opaque" and layout.mean_std() is None
     with pytest.raises(DataError, match="training data must be available"):
         layout.prepare_fn()
-    floats = InputLayout.measure(TensorDataset(inputs=torch.randn(2, 16), targets={}))
+    floats = InputLayout.measure(InMemoryDataset(inputs=torch.randn(2, 16), targets={}))
     assert floats.prepare == "float" and floats.prepare_fn() is None
     assert floats.describe() == "float32 [16]"
 

@@ -17,7 +17,7 @@ from mtlkit.builtin.classification import ClassificationTask
 from mtlkit.builtin.mlp import MLPBackbone
 from mtlkit.builtin.synthetic import SyntheticData
 from mtlkit.builtin.weighters import EqualWeighter, StaticWeighter
-from mtlkit.data import DataModule, DataSplits, TensorDataset
+from mtlkit.data import DataModule, DataSplits, InMemoryDataset
 from mtlkit.testing import (
     Check,
     SkipCheck,
@@ -281,9 +281,9 @@ class Leaky(DataModule):
     """Person 3 is in both train and test; augmentation draws from the global generator."""
 
     def setup(self, tasks: Sequence[str], data_config: Mapping[str, Any]) -> DataSplits:
-        def part(people: list[int]) -> TensorDataset:
+        def part(people: list[int]) -> InMemoryDataset:
             n = len(people)
-            return TensorDataset(
+            return InMemoryDataset(
                 inputs=torch.arange(n * 4, dtype=torch.float32).view(n, 4),
                 targets={t: torch.zeros(n, dtype=torch.long) for t in tasks},
                 meta={"person": torch.tensor(people)},

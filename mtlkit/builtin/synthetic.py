@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from mtlkit.data import DataModule, DataSplits, TensorDataset
+from mtlkit.data import DataModule, DataSplits, InMemoryDataset
 from mtlkit.options import Options
 from mtlkit.task import MISSING_LABEL
 
@@ -46,7 +46,7 @@ class SyntheticData(DataModule):
             targets[task] = y
         if size:
             x = x.reshape(n, *size)
-        full = TensorDataset(inputs=x, targets=targets)
+        full = InMemoryDataset(inputs=x, targets=targets)
         order = torch.randperm(n, generator=gen)
         n_test = int(n * o.test_fraction)
         n_val = int(n * o.val_fraction)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mtlkit.data import DataModule, Dataset, DataSplits
+from mtlkit.data import DataModule, DataSplits, MultiTaskDataset
 from mtlkit.task import MISSING_LABEL
 from mtlkit.testing._checks import Check, SkipCheck, run_checks
 
@@ -54,7 +54,7 @@ class _DataCase:
                        not hasattr(ds, m)]
             if missing:
                 raise AssertionError(
-                    f"split {name} is {type(ds).__name__}, not a mtlkit.data.Dataset (no"
+                    f"split {name} is {type(ds).__name__}, not a mtlkit.data.MultiTaskDataset (no"
                     f" {missing})"
                 )
             n = len(ds)
@@ -164,7 +164,7 @@ class _DataCase:
                     raise AssertionError(f"split {name}: {what} differs between two setups")
 
 
-def _stored(ds: Dataset) -> Tensor:
+def _stored(ds: MultiTaskDataset) -> Tensor:
     """Every stored sample (a copy): the tensor in memory, or each sample read back."""
     inputs: Any = getattr(ds, "inputs", None)
     if isinstance(inputs, Tensor):
@@ -172,7 +172,7 @@ def _stored(ds: Dataset) -> Tensor:
     return torch.stack([inputs[i] for i in range(len(ds))])
 
 
-def _batch(ds: Dataset, index: Tensor, seed: int) -> Tensor:
+def _batch(ds: MultiTaskDataset, index: Tensor, seed: int) -> Tensor:
     return ds.batch(index, train=True, generator=torch.Generator().manual_seed(seed))["input"]
 
 
@@ -185,7 +185,7 @@ def _same(x: Tensor, y: Tensor) -> bool:
     return torch.equal(x, y)
 
 
-def _fields(a: Dataset, b: Dataset) -> list[tuple[str, Tensor, Tensor]]:
+def _fields(a: MultiTaskDataset, b: MultiTaskDataset) -> list[tuple[str, Tensor, Tensor]]:
     out = [("inputs", _stored(a), _stored(b))]
     for kind, x, y in (("target", a.targets, b.targets), ("meta", a.meta, b.meta)):
         if set(x) != set(y):

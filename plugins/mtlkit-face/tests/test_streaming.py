@@ -17,7 +17,7 @@ from mtlkit_face.data.files import write_synthetic_faces
 from mtlkit_face.data.manifest import ManifestData
 
 from mtlkit import load_config
-from mtlkit.data import StreamedDataset, TensorDataset, batch_generator
+from mtlkit.data import InMemoryDataset, StreamedDataset, batch_generator
 from mtlkit.errors import DataError
 from mtlkit.trainer import Trainer
 
@@ -57,7 +57,7 @@ def test_streamed_batches_equal_in_memory_batches(faces: Path) -> None:
         return data.setup(["face_identity", "expression"], {"in_chans": 1})
 
     memory, stream = splits("memory"), splits("stream")
-    assert isinstance(memory.train, TensorDataset) and isinstance(stream.train, StreamedDataset)
+    assert isinstance(memory.train, InMemoryDataset) and isinstance(stream.train, StreamedDataset)
     assert stream.summary["storage"] == "stream" and memory.summary["storage"] == "memory"
     assert {k: v for k, v in memory.summary.items() if k != "storage"} == {
         k: v for k, v in stream.summary.items() if k != "storage"

@@ -19,7 +19,7 @@ from mtlkit_face.data.transforms import ImageLayout
 from pydantic import Field
 from torch import Tensor
 
-from mtlkit.data import DataSplits, TensorDataset
+from mtlkit.data import DataSplits, InMemoryDataset
 from mtlkit.errors import DataError
 
 TARGET = "head_roll"
@@ -89,7 +89,7 @@ class PoseFacesData(SyntheticFacesData):
             return splits
 
         # ... and each split gets the angle of its rows (meta["index"] points into records)
-        def add(ds: TensorDataset | None) -> TensorDataset | None:
+        def add(ds: InMemoryDataset | None) -> InMemoryDataset | None:
             if ds is None:
                 return None
             return dataclasses.replace(

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from mtlkit.data import DataModule, DataSplits, InputReader, StreamedDataset, TensorDataset
+from mtlkit.data import DataModule, DataSplits, InMemoryDataset, InputReader, StreamedDataset
 from mtlkit.errors import DataError
 from mtlkit.options import Options
 from mtlkit.task import MISSING_LABEL
@@ -285,7 +285,7 @@ class FaceDataModule(FaceInputFiles, DataModule):
             "index": torch.tensor(kept, dtype=torch.int64),
         }
         chosen = {t: all_targets[t] for t in dict.fromkeys(tasks)}
-        full: TensorDataset | StreamedDataset
+        full: InMemoryDataset | StreamedDataset
         if inputs is None:
             full = StreamedDataset(
                 reader=self.make_reader(table.records, layout),
@@ -295,7 +295,7 @@ class FaceDataModule(FaceInputFiles, DataModule):
                 augment=self._augmentation(layout),
             )
         else:
-            full = TensorDataset(
+            full = InMemoryDataset(
                 inputs=inputs,
                 targets=chosen,
                 meta=meta,
