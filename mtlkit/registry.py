@@ -233,6 +233,6 @@ COMPONENT_KINDS: tuple[ComponentKind, ...] = (
     ComponentKind(ArchitectureRegistry, "architectures", "architecture", "Architectures"),
     ComponentKind(TaskRegistry, "tasks", "tasks", "Tasks", many=True),
     ComponentKind(WeighterRegistry, "weighters", "weighter", "Weighters"),
-    ComponentKind(DatasetRegistry, "datasets", "data", "Datasets"),
+    ComponentKind(DatasetRegistry, "datasets", "data", "Data modules"),
 )
 """Every component kind, in the order the config reference documents them."""
