@@ -5,7 +5,18 @@ folder of run directories); :func:`build_report` computes, per method and test m
 standard deviation and 95% t interval over folds and seeds, paired comparisons on the same
 (fold, seed) with an exact sign test and a Wilcoxon signed-rank test, and Delta_m against the
 single-task cells; :func:`write_report` writes ``report.md``, ``report.json`` and PNG plots
-(without matplotlib: a notice and no PNGs). Statistics use the standard library only.
+(without matplotlib: a notice and no PNGs).
+
+The t quantile, the sign test and the Wilcoxon test come from :mod:`scipy.stats` where SciPy is
+installed (the optional extra ``mtlkit[stats]``): ``t.ppf``, ``binomtest`` and ``wilcoxon``.
+Without it, the same numbers are computed here by hand (a table and the Cornish-Fisher
+expansion, binomial tails, counting the signed-rank distribution), so a report never needs
+SciPy. One case stays ours even with SciPy: the exact Wilcoxon test with tied magnitudes.
+SciPy's exact distribution assumes untied ranks, and its permutation method enumerates all
+``2^n`` sign assignments one by one (minutes for 20 pairs); accuracy differences on one test
+fold tie often (they are multiples of ``1/n``), and counting the distribution of the average
+ranks gives the exact answer in a millisecond. The tests check both paths against hand values
+and against each other.
 """
 
 from __future__ import annotations
@@ -39,11 +50,28 @@ _T975 = (
 _Z975 = 1.959963984540054
 
 
+def _scipy_stats() -> Any:
+    """:mod:`scipy.stats`, or None where SciPy is not installed (then: by hand)."""
+    try:
+        from scipy import stats
+    except ImportError:
+        return None
+    return stats
+
+
 def t_quantile_975(df: int) -> float:
-    """The 0.975 quantile of Student's t: a table for df <= 30, beyond it the Cornish-Fisher
-    expansion around the normal quantile (error below 1e-7 in probability)."""
+    """The 0.975 quantile of Student's t: ``scipy.stats.t.ppf``, else by hand."""
     if df < 1:
         raise ValueError("degrees of freedom must be >= 1")
+    stats = _scipy_stats()
+    if stats is not None:
+        return float(stats.t.ppf(0.975, df))
+    return _t_quantile_975_by_hand(df)
+
+
+def _t_quantile_975_by_hand(df: int) -> float:
+    """A table for df <= 30, beyond it the Cornish-Fisher expansion around the normal quantile
+    (error below 1e-7 in probability)."""
     if df <= len(_T975):
         return _T975[df - 1]
     z = _Z975
@@ -89,10 +117,19 @@ def interval_cut(stats: dict[str, Any], bounds: Sequence[float] | None) -> bool:
 
 
 def sign_test(wins: int, losses: int) -> float:
-    """Two-sided exact binomial sign test (ties left out): ``2 P(X <= min)``, at most 1."""
+    """Two-sided exact binomial sign test (ties left out): ``2 P(X <= min)``, at most 1
+    (``scipy.stats.binomtest``, else by hand)."""
     n = wins + losses
     if n == 0:
         return 1.0
+    stats = _scipy_stats()
+    if stats is not None:
+        return min(1.0, float(stats.binomtest(wins, n, 0.5).pvalue))
+    return _sign_test_by_hand(wins, losses)
+
+
+def _sign_test_by_hand(wins: int, losses: int) -> float:
+    n = wins + losses
     k = min(wins, losses)
     tail = sum(math.comb(n, i) for i in range(k + 1))
     return min(1.0, 2 * tail / 2**n)
@@ -118,12 +155,26 @@ def wilcoxon(diffs: Sequence[float], exact_max: int = 20) -> float:
     Up to ``exact_max`` non-zero differences: the exact distribution of ``W+`` over all ``2^n``
     sign assignments of the observed (average, for tied magnitudes) ranks, by counting. Beyond:
     the normal approximation with the tie correction of the variance, no continuity correction.
+    ``scipy.stats.wilcoxon`` where SciPy is installed, except the exact test with tied
+    magnitudes (see the module's docstring); else by hand.
     """
     d = [x for x in diffs if x != 0]
     n = len(d)
     if n == 0:
         return 1.0
     mags = [float(f"{abs(x):.12g}") for x in d]  # magnitudes equal to 12 digits are tied
+    stats = _scipy_stats()
+    tied = len(set(mags)) < n
+    if stats is not None and n >= 2 and not (tied and n <= exact_max):
+        signed = [math.copysign(m, x) for m, x in zip(mags, d)]
+        method = "exact" if n <= exact_max else "asymptotic"
+        res = stats.wilcoxon(signed, zero_method="wilcox", correction=False, method=method)
+        return min(1.0, float(res.pvalue))
+    return _wilcoxon_by_hand(d, mags, exact_max)
+
+
+def _wilcoxon_by_hand(d: Sequence[float], mags: Sequence[float], exact_max: int) -> float:
+    n = len(d)
     ranks = _average_ranks(mags)
     w_plus = sum(r for r, x in zip(ranks, d) if x > 0)
     if n <= exact_max:

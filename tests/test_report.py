@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,33 @@ def runs(tmp_path: Path) -> Path:
     return root
 
 
-def test_t_quantiles_are_the_textbook_values() -> None:
+@pytest.fixture(params=["scipy", "by hand"])
+def stats_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each statistics test twice: through scipy.stats, and by hand as without SciPy."""
+    if request.param == "scipy":
+        pytest.importorskip("scipy")
+    else:
+        monkeypatch.setattr("mtlkit.report._scipy_stats", lambda: None)
+    return str(request.param)
+
+
+def test_scipy_and_the_hand_computation_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("scipy")
+    rng = random.Random(0)
+    cases = [[rng.choice([-3, -2, -1, 0, 1, 2, 3, 0.5]) / 100 for _ in range(n)]
+             for n in range(0, 30)]
+    cases += [[rng.gauss(0, 1) for _ in range(n)] for n in range(0, 30)]
+
+    def numbers() -> list[float]:
+        return ([wilcoxon(d) for d in cases] + [t_quantile_975(df) for df in range(1, 200)]
+                + [sign_test(k, n - k) for n in range(25) for k in range(n + 1)])
+
+    with_scipy = numbers()
+    monkeypatch.setattr("mtlkit.report._scipy_stats", lambda: None)
+    assert numbers() == pytest.approx(with_scipy, rel=1e-6)
+
+
+def test_t_quantiles_are_the_textbook_values(stats_path: str) -> None:
     assert t_quantile_975(1) == pytest.approx(12.706, abs=1e-3)
     assert t_quantile_975(5) == pytest.approx(2.571, abs=1e-3)
     assert t_quantile_975(30) == pytest.approx(2.042, abs=1e-3)
@@ -93,7 +120,7 @@ def test_t_quantiles_are_the_textbook_values() -> None:
     assert t_quantile_975(10**6) == pytest.approx(1.95996, abs=1e-4)
 
 
-def test_sign_and_wilcoxon_against_enumeration_by_hand() -> None:
+def test_sign_and_wilcoxon_against_enumeration_by_hand(stats_path: str) -> None:
     # sign test: 4 wins, 1 loss -> 2 * (C(5,0) + C(5,1)) / 2^5
     assert sign_test(4, 1) == pytest.approx(2 * (1 + 5) / 32)
     assert sign_test(0, 0) == 1.0 and sign_test(3, 3) == 1.0
