@@ -300,6 +300,9 @@ class DataModule(ABC):
     """
 
     Options: ClassVar[type[Options]] = Options
+    fold_option: ClassVar[str | None] = None
+    """The option that picks the cross-validation fold, if the data set has folds: where a
+    report of runs not made by a sweep finds a run's fold (a sweep records it in ``cell.json``)."""
 
     def __init__(self, options: Options | None = None) -> None:
         self.options = options if options is not None else type(self).Options()

@@ -279,7 +279,7 @@ def _record_of(run_dir: Path, results: Any, cell: dict[str, Any] | None) -> Reco
     tasks = [t.get("id") or t.get("name") for t in config.get("tasks", [])] or list(test)
     if cell is None:
         label, kind, task, weight = _label_of(config)
-        fold = (config.get("data") or {}).get("fold")
+        fold = _fold_of(config)
         seed = config.get("seed")
         context = ""
     else:
@@ -293,6 +293,19 @@ def _record_of(run_dir: Path, results: Any, cell: dict[str, Any] | None) -> Reco
         seconds=_cost(results.get("timing")), val=val if isinstance(val, dict) else {},
         timing=results.get("timing") if isinstance(results.get("timing"), dict) else {},
     )
+
+
+def _fold_of(config: dict[str, Any]) -> Any:
+    """A run's fold, from the option its data plugin declares (``DataModule.fold_option``);
+    None without one, or where the plugin does not load here."""
+    data = config.get("data") or {}
+    try:
+        from mtlkit.plugins import get_plugin_manager
+
+        key = get_plugin_manager().datasets.resolve(data["name"]).fold_option
+    except Exception:  # no data section, an unknown or broken plugin: no fold
+        return None
+    return data.get(key) if key else None
 
 
 def _cost(timing: Any) -> float | None:

@@ -430,3 +430,32 @@ def test_tradeoff_points_differ_in_marker_or_colour_per_method(runs: Path) -> No
         assert sorted(legend) == ["dyn", "equal", "static:a=0.3", "static:a=0.7"]
     finally:
         plt.close(fig)
+
+
+def test_the_fold_of_a_run_is_the_option_its_data_plugin_declares(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Runs not made by a sweep: the core names no data option; the plugin's ``fold_option``."""
+    from mtlkit.data import DataModule
+    from mtlkit.report import _fold_of
+
+    class Folded(DataModule):
+        fold_option = "split_index"
+
+        def setup(self, tasks: Any, data_config: Any) -> Any:
+            raise NotImplementedError
+
+    class Plain(Folded):
+        fold_option = None
+
+    class Host:
+        class datasets:  # the registry attribute of the plugin manager
+            @staticmethod
+            def resolve(name: str) -> Any:
+                return {"folded": Folded, "plain": Plain}[name]
+
+    monkeypatch.setattr("mtlkit.plugins.get_plugin_manager", lambda: Host)
+    assert _fold_of({"data": {"name": "folded", "split_index": 3, "fold": 9}}) == 3
+    assert _fold_of({"data": {"name": "plain", "fold": 9}}) is None
+    assert _fold_of({"data": {"name": "unknown", "fold": 9}}) is None  # no plugin: no fold
+    assert _fold_of({}) is None

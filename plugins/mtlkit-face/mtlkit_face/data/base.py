@@ -118,6 +118,7 @@ class FaceDataModule(FaceInputFiles, DataModule):
     """Base of the face datasets: subclasses list records (and may generate images)."""
 
     Options = FaceDataOptions
+    fold_option = "fold"
     options: FaceDataOptions
     dataset_name: ClassVar[str] = "faces"
 
