@@ -646,6 +646,18 @@ def _mean_trajectory(records: Sequence[Record]) -> dict[str, list[float | None]]
     return out
 
 
+@dataclass
+class _Plan:
+    """What every context of a report is computed with: the metrics, their directions and
+    ranges, the baseline and whether to average weight trajectories."""
+
+    metrics: list[str]
+    higher: dict[str, bool]
+    bounds: dict[str, tuple[float, float] | None]
+    baseline: str | None
+    trajectories: bool
+
+
 def build_report(
     records: Sequence[Record],
     metrics: Sequence[str] | None = None,
@@ -657,7 +669,34 @@ def build_report(
     """Everything ``report.json`` holds, per context (a value of the sweep's override axes).
 
     ``specs`` (default: from the task plugins, unless ``directions`` is given) supplies each
-    metric's bounds, to which intervals are cut (:func:`describe`)."""
+    metric's bounds, to which intervals are cut (:func:`describe`). The pieces: :func:`_plan`
+    (metrics, directions, bounds, checked), then per context :func:`_context_report` (the
+    methods' statistics, the references, the paired comparisons, Delta_m, trajectories)."""
+    plan = _plan(records, metrics, baseline, directions, trajectories, specs)
+    contexts = [
+        _context_report(context, [r for r in records if r.context == context], plan)
+        for context in dict.fromkeys(r.context for r in records)
+    ]
+    return {
+        "metrics": plan.metrics,
+        "higher_is_better": plan.higher,
+        "bounds": {m: list(b) if b is not None else None for m, b in plan.bounds.items()},
+        "baseline": baseline,
+        "cells": len(records),
+        "contexts": contexts,
+    }
+
+
+def _plan(
+    records: Sequence[Record],
+    metrics: Sequence[str] | None,
+    baseline: str | None,
+    directions: dict[str, dict[str, bool]] | None,
+    trajectories: bool,
+    specs: dict[str, dict[str, MetricSpec]] | None,
+) -> _Plan:
+    """The metrics to report (given, else the tasks' declared ones), checked against the
+    cells' test metrics, with their directions and ranges; the baseline checked too."""
     if not records:
         raise ConfigError("report: no finished cells (no results.json) to report on")
     if specs is None:
@@ -668,77 +707,82 @@ def build_report(
     bad = [m for m in chosen if m not in known]
     if bad or not chosen:
         raise ConfigError(f"report: --metrics {bad or chosen}: not among the test metrics {known}")
-    higher = {m: _higher(directions, m) for m in chosen}
-    bounds = metric_bounds(specs, chosen)
     labels = list(dict.fromkeys(r.label for r in records))
     if baseline is not None and baseline not in labels:
         raise ConfigError(
             f"report: --baseline {baseline!r} is not a method here; methods: {labels}"
         )
-    contexts: list[dict[str, Any]] = []
-    for context in dict.fromkeys(r.context for r in records):
-        recs = [r for r in records if r.context == context]
-        by_label: dict[str, list[Record]] = defaultdict(list)
-        for r in recs:
-            by_label[r.label].append(r)
-        first = chosen[0]
-        methods = []
-        for label, rs in by_label.items():
-            methods.append({
-                "label": label,
-                "kind": rs[0].kind,
-                "task": rs[0].task,
-                "weight": rs[0].weight,
-                "cells": [r.name for r in rs],
-                "folds": sorted({json.dumps(r.fold) for r in rs}),
-                "stats": {
-                    m: describe(
-                        [v for v in (_value(r, m) for r in rs) if v is not None], bounds[m]
-                    )
-                    for m in chosen
-                },
-                "minutes": describe([r.seconds / 60 for r in rs if r.seconds is not None]),
-            })
-        best_static, static_split = pick_best_static(by_label, first, higher[first])
-        comparisons = []
-        refs = []
-        if baseline is not None and baseline in by_label:
-            refs.append((baseline, "baseline"))
-        if best_static is not None and best_static != baseline:
-            refs.append((best_static, best_static_why(first, static_split)))
-        for ref, why in refs:
-            for label in by_label:
-                if label == ref or (why != "baseline" and by_label[label][0].kind == "static"):
-                    continue
-                for m in chosen:
-                    comparisons.append({
-                        "reference": ref, "why": why, "method": label, "metric": m,
-                        **compare(by_label[label], by_label[ref], m, higher[m]),
-                    })
-        singles = {
-            rs[0].task: rs for rs in by_label.values() if rs[0].kind == "single" and rs[0].task
-        }
-        deltas = {label: delta_m(rs, singles, chosen, higher) for label, rs in by_label.items()}
-        traj = (
-            {label: _mean_trajectory(rs) for label, rs in by_label.items()} if trajectories else {}
-        )
-        contexts.append({
-            "context": context,
-            "methods": methods,
-            "best_static": best_static,
-            "best_static_split": static_split if best_static is not None else None,
-            "comparisons": comparisons,
-            "delta_m": deltas if singles else {},
-            "trajectories": {k: v for k, v in traj.items() if v},
-        })
-    return {
-        "metrics": chosen,
-        "higher_is_better": higher,
-        "bounds": {m: list(b) if b is not None else None for m, b in bounds.items()},
-        "baseline": baseline,
-        "cells": len(records),
-        "contexts": contexts,
+    higher = {m: _higher(directions, m) for m in chosen}
+    return _Plan(chosen, higher, metric_bounds(specs, chosen), baseline, trajectories)
+
+
+def _context_report(context: str, recs: Sequence[Record], plan: _Plan) -> dict[str, Any]:
+    """One context: each method's statistics, the paired comparisons against the baseline and
+    the best static weight, Delta_m against the single-task cells, mean trajectories."""
+    by_label: dict[str, list[Record]] = defaultdict(list)
+    for r in recs:
+        by_label[r.label].append(r)
+    first = plan.metrics[0]
+    best_static, static_split = pick_best_static(by_label, first, plan.higher[first])
+    refs = []
+    if plan.baseline is not None and plan.baseline in by_label:
+        refs.append((plan.baseline, "baseline"))
+    if best_static is not None and best_static != plan.baseline:
+        refs.append((best_static, best_static_why(first, static_split)))
+    singles = {
+        rs[0].task: rs for rs in by_label.values() if rs[0].kind == "single" and rs[0].task
     }
+    traj = (
+        {label: _mean_trajectory(rs) for label, rs in by_label.items()}
+        if plan.trajectories else {}
+    )
+    return {
+        "context": context,
+        "methods": [_method_summary(label, rs, plan) for label, rs in by_label.items()],
+        "best_static": best_static,
+        "best_static_split": static_split if best_static is not None else None,
+        "comparisons": _comparisons(by_label, refs, plan),
+        "delta_m": {
+            label: delta_m(rs, singles, plan.metrics, plan.higher)
+            for label, rs in by_label.items()
+        } if singles else {},
+        "trajectories": {k: v for k, v in traj.items() if v},
+    }
+
+
+def _method_summary(label: str, rs: Sequence[Record], plan: _Plan) -> dict[str, Any]:
+    """A method's row: its cells and folds, each metric described, the minutes per cell."""
+    return {
+        "label": label,
+        "kind": rs[0].kind,
+        "task": rs[0].task,
+        "weight": rs[0].weight,
+        "cells": [r.name for r in rs],
+        "folds": sorted({json.dumps(r.fold) for r in rs}),
+        "stats": {
+            m: describe([v for v in (_value(r, m) for r in rs) if v is not None], plan.bounds[m])
+            for m in plan.metrics
+        },
+        "minutes": describe([r.seconds / 60 for r in rs if r.seconds is not None]),
+    }
+
+
+def _comparisons(
+    by_label: dict[str, list[Record]], refs: Sequence[tuple[str, str]], plan: _Plan
+) -> list[dict[str, Any]]:
+    """Every method paired against each reference on every metric; against the best static
+    weight the other static weights are left out (one of them was picked as best)."""
+    out = []
+    for ref, why in refs:
+        for label in by_label:
+            if label == ref or (why != "baseline" and by_label[label][0].kind == "static"):
+                continue
+            for m in plan.metrics:
+                out.append({
+                    "reference": ref, "why": why, "method": label, "metric": m,
+                    **compare(by_label[label], by_label[ref], m, plan.higher[m]),
+                })
+    return out
 
 
 # --- rendering -------------------------------------------------------------------------------
