@@ -32,7 +32,7 @@ _LAZY: dict[str, str] = {
     "InputFile": "mtlkit.data",
     "InputSample": "mtlkit.data",
     "Conversion": "mtlkit.data",
-    "MultiTaskModel": "mtlkit.model",
+    "MultiTaskModel": "mtlkit.builtin.hps",
     "Trainer": "mtlkit.trainer",
     "RunConfig": "mtlkit.config",
     "load_config": "mtlkit.config",
@@ -49,6 +49,7 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:  # pragma: no cover - static re-exports for type checkers
     from mtlkit.architecture import Architecture
     from mtlkit.backbone import Backbone
+    from mtlkit.builtin.hps import MultiTaskModel
     from mtlkit.config import RunConfig, load_config
     from mtlkit.data import (
         Batch,
@@ -63,7 +64,6 @@ if TYPE_CHECKING:  # pragma: no cover - static re-exports for type checkers
     )
     from mtlkit.functional import WeightedStep, backward, create_weighter
     from mtlkit.hookspecs import hookimpl
-    from mtlkit.model import MultiTaskModel
     from mtlkit.options import Options
     from mtlkit.plugins import get_plugin_manager
     from mtlkit.task import MISSING_LABEL, MetricMeter, MetricSpec, Task

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mtlkit.builtin.hps import MultiTaskModel
 from mtlkit.builtin.mlp import MLPBackbone, MLPOptions
-from mtlkit.model import MultiTaskModel
 
 
 def _model() -> MultiTaskModel:

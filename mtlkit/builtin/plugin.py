@@ -50,5 +50,5 @@ def register_datasets(registry: Registry) -> None:
 
 @hookimpl
 def register_architectures(registry: Registry) -> None:
-    registry.add("hps", "mtlkit.model:MultiTaskModel",
+    registry.add("hps", "mtlkit.builtin.hps:MultiTaskModel",
                  summary="hard parameter sharing: one backbone, one head per task (the default)")

@@ -24,9 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from mtlkit.backbone import Backbone
+from mtlkit.builtin.hps import MultiTaskModel
 from mtlkit.gradient_paths import GradientPaths
 from mtlkit.gradients import GradientEngine
-from mtlkit.model import MultiTaskModel
 from mtlkit.options import Options
 from mtlkit.task import MetricMeter, MetricSpec, Task
 from mtlkit.testing._checks import Check, SkipCheck, options_id, run_checks

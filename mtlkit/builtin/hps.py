@@ -1,4 +1,6 @@
-"""Hard parameter sharing (``hps``): one backbone, one head per task."""
+"""Hard parameter sharing (``hps``): one backbone, one head per task; the core's built-in
+architecture, beside its other built-in components (the others live in ``mtlkit-arch``).
+``MultiTaskModel`` is also importable from :mod:`mtlkit`."""
 
 from __future__ import annotations
 
