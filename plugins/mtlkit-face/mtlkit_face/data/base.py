@@ -206,9 +206,56 @@ class FaceDataModule(FaceInputFiles, DataModule):
         return names + [ATTRIBUTE_PREFIX + a for a in self.attribute_names]
 
     def setup(self, tasks: Sequence[str], data_config: Mapping[str, Any]) -> DataSplits:
+        """Read the records, the images (or a reader), split them by the protocol, and build the
+        targets of ``tasks``; each step is a method below, called in this order."""
         o = self.options
         self.attribute_names = []
         records, skipped = self.load_records()
+        self._check_targets(tasks)
+        if not records:
+            raise DataError(f"{self.dataset_name}: no images found")
+        self.records = records
+        layout = resolve_layout(data_config, o.image_size, lambda: self.native_size(records))
+        stream = self.streams(records, layout)
+        inputs, kept, bad = self._read_images(records, layout, stream)
+        skipped = skipped + bad
+        warn_skipped(self.dataset_name, skipped)
+        kept_records = [records[i] for i in kept]
+        native = note_training_formats(
+            self.dataset_name, kept_records, layout.chans, (layout.height, layout.width),
+            limit=SCANNED if stream else None,
+        )
+        table, split = self._split_records(kept_records, tasks)
+        targets, info, num_identities = self._targets(table, split, tasks)
+        full = self._dataset(inputs, table, layout, targets, self._meta(table, kept))
+        parts = {
+            name: full.subset(torch.from_numpy(idx)) if len(idx) else None
+            for name, idx in (("train", split.train), ("val", split.val), ("test", split.test))
+        }
+        train = parts["train"]
+        assert train is not None  # check_split refuses an empty training split
+        return DataSplits(
+            train=train,
+            val=parts["val"],
+            test=parts["test"],
+            info={
+                **info,
+                # the training images' own format: predict prepares such files as training did
+                **({"input_format": native} if native else {}),
+            },
+            summary={
+                **self._summary(table, split, layout, num_identities, skipped),
+                "storage": "stream" if stream else "memory",
+            },
+            # the unit the protocol keeps on one side: people, or recordings under
+            # sequence-holdout (where the same people are on both sides by design)
+            group_key="sequence" if o.protocol == "sequence-holdout" else "subject",
+            group_names=table.sequences if o.protocol == "sequence-holdout" else table.subjects,
+            group_source=self.group_source(),
+        )
+
+    def _check_targets(self, tasks: Sequence[str]) -> None:
+        """Refuse a task this source has no target for (after ``load_records``)."""
         supported = self.supported_targets()
         unknown = [t for t in tasks if t not in supported]
         if unknown:
@@ -218,22 +265,20 @@ class FaceDataModule(FaceInputFiles, DataModule):
                 f"{self.dataset_name} provides no target(s) {unknown}; supported{attrs}: "
                 f"{', '.join(shown)}"
             )
-        if not records:
-            raise DataError(f"{self.dataset_name}: no images found")
-        self.records = records
-        layout = resolve_layout(data_config, o.image_size, lambda: self.native_size(records))
-        stream = self.streams(records, layout)
+
+    def _read_images(
+        self, records: list[FaceRecord], layout: ImageLayout, stream: bool
+    ) -> tuple[torch.Tensor | None, list[int], list[str]]:
+        """The decoded images (None when streamed), the rows kept and the skipped files."""
         if stream:  # bad files are found (and skipped or refused) as their batches are read
-            inputs, kept, bad = None, list(range(len(records))), []
-        else:
-            inputs, kept, bad = self.load_images(records, layout)
-        skipped = skipped + bad
-        warn_skipped(self.dataset_name, skipped)
-        kept_records = [records[i] for i in kept]
-        native = note_training_formats(
-            self.dataset_name, kept_records, layout.chans, (layout.height, layout.width),
-            limit=SCANNED if stream else None,
-        )
+            return None, list(range(len(records))), []
+        return self.load_images(records, layout)
+
+    def _split_records(
+        self, kept_records: list[FaceRecord], tasks: Sequence[str]
+    ) -> tuple[RecordTable, SplitIndex]:
+        """Index the records, split them by the protocol, check the split and warn about it."""
+        o = self.options
         self.table = table = index_records(kept_records, o.expressions)
         self.protocol = protocol = build_protocol(o)
         self.split_index = split = protocol.split(table)
@@ -243,15 +288,21 @@ class FaceDataModule(FaceInputFiles, DataModule):
             warn_unscored_classes(table, split, protocol)
         if "face_identity" in tasks:
             warn_single_subject(table, split, protocol)
+        return table, split
 
+    def _targets(
+        self, table: RecordTable, split: SplitIndex, tasks: Sequence[str]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, Any]], int]:
+        """The target and head facts of each of ``tasks`` (in order, once each), and the number
+        of identities (the training split's subjects)."""
         train_subjects = np.unique(table.subject_idx[split.train])
         ident_of = np.full(len(table.subjects), MISSING_LABEL, dtype=np.int64)
         ident_of[train_subjects] = np.arange(len(train_subjects))
-        all_targets = {
+        targets = {
             "face_identity": torch.from_numpy(ident_of[table.subject_idx]),
             "expression": torch.from_numpy(table.expression_idx.copy()),
         }
-        info_all = {
+        info: dict[str, dict[str, Any]] = {
             "face_identity": {
                 "num_classes": len(train_subjects),
                 "class_names": [table.subjects[i] for i in train_subjects],
@@ -265,68 +316,72 @@ class FaceDataModule(FaceInputFiles, DataModule):
         }
         attrs = [t for t in dict.fromkeys(tasks) if t.startswith(ATTRIBUTE_PREFIX)]
         if attrs:
-            labels = np.array([r.attributes for r in table.records], dtype=np.int64)
-            labels = labels.reshape(len(table), len(self.attribute_names))
-            for t in attrs:
-                name = t[len(ATTRIBUTE_PREFIX) :]
-                y = labels[:, self.attribute_names.index(name)]
-                all_targets[t] = torch.from_numpy(y.copy())
-                seen = y[split.train][y[split.train] != MISSING_LABEL]
-                info_all[t] = {
-                    "num_classes": 2,
-                    "attribute": name,
-                    "class_names": [f"not {name}", name],
-                    "positive_rate": float(seen.mean()) if len(seen) else None,
-                    "labelled": len(seen),
-                }
-        meta = {
+            self._attribute_targets(table, split, attrs, targets, info)
+        chosen = list(dict.fromkeys(tasks))
+        return (
+            {t: targets[t] for t in chosen},
+            {t: info[t] for t in chosen},
+            len(train_subjects),
+        )
+
+    def _attribute_targets(
+        self,
+        table: RecordTable,
+        split: SplitIndex,
+        attrs: list[str],
+        targets: dict[str, torch.Tensor],
+        info: dict[str, dict[str, Any]],
+    ) -> None:
+        """Add the binary attribute targets ``attrs`` (``attr_<name>``) to ``targets`` and
+        ``info``; the positive rate is the training split's."""
+        labels = np.array([r.attributes for r in table.records], dtype=np.int64)
+        labels = labels.reshape(len(table), len(self.attribute_names))
+        for t in attrs:
+            name = t[len(ATTRIBUTE_PREFIX) :]
+            y = labels[:, self.attribute_names.index(name)]
+            targets[t] = torch.from_numpy(y.copy())
+            seen = y[split.train][y[split.train] != MISSING_LABEL]
+            info[t] = {
+                "num_classes": 2,
+                "attribute": name,
+                "class_names": [f"not {name}", name],
+                "positive_rate": float(seen.mean()) if len(seen) else None,
+                "labelled": len(seen),
+            }
+
+    @staticmethod
+    def _meta(table: RecordTable, kept: list[int]) -> dict[str, torch.Tensor]:
+        """Per-sample metadata: subject, sequence and expression indices, and the record row."""
+        return {
             "subject": torch.from_numpy(table.subject_idx.copy()),
             "sequence": torch.from_numpy(table.sequence_idx.copy()),
             "expression": torch.from_numpy(table.expression_idx.copy()),
             "index": torch.tensor(kept, dtype=torch.int64),
         }
-        chosen = {t: all_targets[t] for t in dict.fromkeys(tasks)}
-        full: InMemoryDataset | StreamedDataset
+
+    def _dataset(
+        self,
+        inputs: torch.Tensor | None,
+        table: RecordTable,
+        layout: ImageLayout,
+        targets: dict[str, torch.Tensor],
+        meta: dict[str, torch.Tensor],
+    ) -> InMemoryDataset | StreamedDataset:
+        """All kept samples: the decoded ``inputs`` in memory, or a reader when streamed."""
         if inputs is None:
-            full = StreamedDataset(
+            return StreamedDataset(
                 reader=self.make_reader(table.records, layout),
-                targets=chosen,
+                targets=targets,
                 meta=meta,
                 prepare=Normalize(layout),
                 augment=self._augmentation(layout),
             )
-        else:
-            full = InMemoryDataset(
-                inputs=inputs,
-                targets=chosen,
-                meta=meta,
-                prepare=Normalize(layout),
-                augment=self._augmentation(layout),
-            )
-        parts = {
-            name: full.subset(torch.from_numpy(idx)) if len(idx) else None
-            for name, idx in (("train", split.train), ("val", split.val), ("test", split.test))
-        }
-        train = parts["train"]
-        assert train is not None  # check_split refuses an empty training split
-        return DataSplits(
-            train=train,
-            val=parts["val"],
-            test=parts["test"],
-            info={
-                **{t: info_all[t] for t in dict.fromkeys(tasks)},
-                # the training images' own format: predict prepares such files as training did
-                **({"input_format": native} if native else {}),
-            },
-            summary={
-                **self._summary(table, split, layout, len(train_subjects), skipped),
-                "storage": "stream" if stream else "memory",
-            },
-            # the unit the protocol keeps on one side: people, or recordings under
-            # sequence-holdout (where the same people are on both sides by design)
-            group_key="sequence" if o.protocol == "sequence-holdout" else "subject",
-            group_names=table.sequences if o.protocol == "sequence-holdout" else table.subjects,
-            group_source=self.group_source(),
+        return InMemoryDataset(
+            inputs=inputs,
+            targets=targets,
+            meta=meta,
+            prepare=Normalize(layout),
+            augment=self._augmentation(layout),
         )
 
     def group_source(self) -> str:
