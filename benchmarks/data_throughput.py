@@ -207,14 +207,13 @@ def ddp_check(manifest: Path, out: Path, steps: int) -> dict[str, Any]:
 
 
 def _ddp_child(config: str, resume: bool) -> None:
-    from mtlkit import distributed as D
-    from mtlkit import load_config
+    from mtlkit import distributed, load_config
     from mtlkit.trainer import Trainer
 
     trainer = Trainer(load_config(data=json.loads(Path(config).read_text())))
     trainer.finish = lambda seconds: {}  # type: ignore[method-assign]  # no test pass
     trainer.fit(resume=resume, allow_config_change=resume)
-    D.shutdown()
+    distributed.shutdown()
 
 
 def _child(manifest: Path, storage: str, workers: int, limit: int) -> dict[str, Any]:

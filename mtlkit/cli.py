@@ -342,39 +342,40 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from mtlkit import predict as P
+    from mtlkit import predict
     from mtlkit.config import load_config
     from mtlkit.errors import ConfigError
 
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size: must be at least 1, got {args.batch_size}")
-    fmt = P.output_format(args.out) if args.out else "jsonl"
+    fmt = predict.output_format(args.out) if args.out else "jsonl"
     if args.out:  # fail before any work on an output that exists
-        P.refuse_existing(list(P.output_paths(args.out, [], bool(args.pairs)).values()), args.force)
+        early = predict.output_paths(args.out, [], bool(args.pairs))
+        predict.refuse_existing(list(early.values()), args.force)
     if args.threshold is not None and not args.pairs:
         raise ConfigError("--threshold applies to --pairs, which is not given")
     config = load_config(args.config, args.override)
-    run = P.load_run(config, args.checkpoint, purpose="predict")
-    preds = P.predict_files(
+    run = predict.load_run(config, args.checkpoint, purpose="predict")
+    preds = predict.predict_files(
         run, args.inputs, on_bad_image=args.on_bad_image, batch_size=args.batch_size,
         strict_inputs=args.strict_inputs,
     )
-    pairs = P.score_pairs(run, preds, args.pairs, args.threshold) if args.pairs else None
+    pairs = predict.score_pairs(run, preds, args.pairs, args.threshold) if args.pairs else None
     if not args.out:
         rows = [
             {**r, **{k: a[i] for k, a in preds.arrays.items()}} for i, r in enumerate(preds.rows)
         ]
-        print(P.format_rows(rows, "jsonl"), end="")
+        print(predict.format_rows(rows, "jsonl"), end="")
         if pairs is not None:
-            print(P.format_rows(pairs, "jsonl"), end="")
+            print(predict.format_rows(pairs, "jsonl"), end="")
         return 0
-    paths = P.output_paths(args.out, list(preds.arrays), pairs is not None)
-    P.refuse_existing(list(paths.values()), args.force)
-    files: dict[Path, bytes | str] = {paths["rows"]: P.format_rows(preds.rows, fmt)}
-    files.update({paths[k]: P.npy_bytes(a) for k, a in preds.arrays.items()})
+    paths = predict.output_paths(args.out, list(preds.arrays), pairs is not None)
+    predict.refuse_existing(list(paths.values()), args.force)
+    files: dict[Path, bytes | str] = {paths["rows"]: predict.format_rows(preds.rows, fmt)}
+    files.update({paths[k]: predict.npy_bytes(a) for k, a in preds.arrays.items()})
     if pairs is not None:
-        files[paths["pairs"]] = P.format_rows(pairs, fmt)
-    P.write_outputs(files)
+        files[paths["pairs"]] = predict.format_rows(pairs, fmt)
+    predict.write_outputs(files)
     print(
         f"wrote {', '.join(str(p) for p in files)} ({len(preds.rows)} inputs,"
         f" {len(preds.converted)} converted to the model's {run.layout.describe()})"
