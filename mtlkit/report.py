@@ -355,11 +355,10 @@ def collect(source: str | Path) -> tuple[list[Record], Path, list[str]]:
     missing: list[str] = []
     records: list[Record] = []
     for cell in cells:
-        run_dir = Path(cell["dir"])
-        if not run_dir.is_dir():
-            run_dir = root / cell["name"]
+        given = Path(cell["dir"])  # a spec's cell may reuse a line packed under another name
+        run_dir = given if given.is_dir() else root / cell["name"]
         rec = _record(run_dir, cell)
-        line = packed.get(run_dir.name) or packed.get(cell["name"])
+        line = packed.get(given.name) or packed.get(cell["name"])
         if rec is None and line is not None:
             rec = _packed_record(root, line, cell)
         if rec is None:

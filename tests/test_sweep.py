@@ -387,3 +387,26 @@ def test_packed_cells_are_done_and_report_as_their_folders(
         for key in ("source", "plots"):
             report.pop(key), from_folders.get(key)
         assert report == {k: v for k, v in from_folders.items() if k not in ("source", "plots")}
+
+
+def test_a_spec_reporting_a_cell_packed_under_another_name(
+    tmp_path: Path, host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two specs share the output folder and a cell (same config, another label, so another
+    name): with only the packed file left, the second spec's report finds the cell under the
+    name it was packed as (a clean clone of ck48_branch, which reuses ck48_paper's cells)."""
+    import shutil
+
+    spec = _write(tmp_path, {"weighter": [{"name": "equal"}]})
+    assert main(["sweep", str(spec)]) == 0
+    assert main(["sweep", str(spec), "--pack"]) == 0
+    shutil.rmtree(tmp_path / "sw")
+    other = tmp_path / "other.yaml"
+    data = yaml.safe_load(spec.read_text())
+    data["axes"] = {"weighter": [{"name": "equal", "label": "eq"}]}
+    other.write_text(yaml.safe_dump(data, sort_keys=False))
+    capsys.readouterr()
+    assert main(["report", str(other), "--json", "--out", str(tmp_path / "r")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cells = [c for ctx in report["contexts"] for m in ctx["methods"] for c in m["cells"]]
+    assert len(cells) == 1 and cells[0].startswith("equal-"), report
