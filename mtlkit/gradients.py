@@ -83,6 +83,7 @@ class GradientEngine:
             task_names=[t.name for t in self.tasks],
         )
         self._shares: Tensor | None = None
+        self._all_params = list(model.parameters())  # what the gradient paths all-reduce
 
     @property
     def batched_backward(self) -> bool:
@@ -150,7 +151,7 @@ class GradientEngine:
             metrics=metrics, shares=self._shares, step=step, epoch=epoch,
             diagnose=bool(self.diagnostics_every and step is not None
                           and step % self.diagnostics_every == 0),
-            reduce=list(self.model.parameters()),
+            reduce=self._all_params,
         )
         targets = batch["targets"]
         with torch.no_grad():
